@@ -1,0 +1,55 @@
+"""The HTTP adapter: `create_app` wires configuration, the database and the blueprints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from flask import Flask
+from flask_smorest import Api
+
+from api import errors, health, ledger
+from api.jsonio import ExactJSONProvider
+from api.runtime import Runtime, system_clock
+from api.schemas import ErrorEnvelope
+from billing.config import Config
+from ledger.db import make_engine, make_session_factory
+
+
+class SmsLedgerApi(Api):
+    """flask-smorest's Api, documenting and answering errors in smsledger's envelope."""
+
+    ERROR_SCHEMA = ErrorEnvelope
+
+    def handle_http_exception(self, error):  # type: ignore[no-untyped-def]
+        return errors.http_error(error)
+
+
+def create_app(config: Config | None = None, clock: Callable[[], datetime] = system_clock) -> Flask:
+    """Build the app for `config` (default: from the environment and `.env`)."""
+    if config is None:
+        from dotenv import load_dotenv
+
+        load_dotenv()
+        config = Config.from_environ()
+    app = Flask("smsledger")
+    app.json = ExactJSONProvider(app)
+    app.config.update(
+        API_TITLE="smsledger",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+    )
+    engine = make_engine(config.database_url)
+    app.extensions["smsledger"] = Runtime(config, engine, make_session_factory(engine), clock)
+    api = SmsLedgerApi(app)
+    api.register_blueprint(health.blp)
+    api.register_blueprint(ledger.blp)
+    errors.register(app)
+
+    from api.cli import register_commands
+
+    register_commands(app)
+    return app

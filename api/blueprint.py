@@ -1,0 +1,35 @@
+"""The Blueprint every API resource uses: flask-smorest's, with a request parser that reads
+JSON numbers as exact Decimals and says `malformed_json` for a body that is not JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import flask
+import flask_smorest
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort, is_json_request
+
+from api import jsonio
+
+
+class ExactParser(FlaskParser):
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        if not is_json_request(req):
+            if req.get_data(cache=True):
+                abort(415, message="Send JSON with Content-Type: application/json.")
+            return core.missing
+        try:
+            return jsonio.loads(req.get_data(cache=True))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as error:
+            self._handle_invalid_json_error(error, req)
+
+    def _handle_invalid_json_error(
+        self, error: Any, req: flask.Request, *a: Any, **k: Any
+    ) -> NoReturn:
+        abort(400, exc=error, messages={"json": ["Invalid JSON body."]})
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = ExactParser()

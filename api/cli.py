@@ -1,0 +1,91 @@
+"""The `smsledger` command line (SPEC §9), a Flask CLI group: also `flask --app wsgi …`.
+
+Each command opens one unit of work and calls one service function, like a request does.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.cli import AppGroup, FlaskGroup
+
+import migrations
+from api.runtime import runtime
+from billing.api_keys import create_key
+from billing.tables import ROLES, api_keys
+from ledger.checks import check_ledger
+from ledger.db import unit_of_work
+
+db_group = AppGroup("db", help="Database schema.")
+keys_group = AppGroup("keys", help="API keys.")
+ledger_group = AppGroup("ledger", help="Ledger maintenance.")
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations (PostgreSQL or SQLite)."""
+    migrations.upgrade(runtime().config.database_url)
+    click.echo("database is at the latest revision")
+
+
+@keys_group.command("create")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--name", default="", help="a label to recognise the key by")
+def keys_create(role: str, name: str) -> None:
+    """Create an API key and print it once; only its digest is stored."""
+    state = runtime()
+    with unit_of_work(state.sessions) as session:
+        key, record = create_key(session, role, name, state.clock())
+    click.echo(key)
+    click.echo(f"created {record.role} key #{record.id} ({record.key_prefix}…)", err=True)
+
+
+@ledger_group.command("check")
+def ledger_check() -> None:
+    """Recompute every balance from the transfers and verify the invariants."""
+    with unit_of_work(runtime().sessions) as session:
+        problems = check_ledger(session)
+    for problem in problems:
+        click.echo(f"invariant {problem.invariant} broken at {problem.subject}: {problem.message}")
+    if problems:
+        sys.exit(1)
+    click.echo("ledger ok: cached balances equal transfer sums; debits equal credits")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the API on the configured database (default: SQLite under ./var/), migrating first."""
+    import waitress
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    state = runtime()
+    migrations.upgrade(state.config.database_url)
+    with unit_of_work(state.sessions) as session:
+        has_keys = session.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one()
+        if not has_keys:
+            key, _ = create_key(session, "admin", "first admin", state.clock())
+            click.echo(f"No API keys yet: created an admin key (shown once): {key}")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(f"smsledger on http://{host}:{port} ({state.engine.url.render_as_string()})")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="smsledger")
+
+
+def register_commands(app: Flask) -> None:
+    for command in (db_group, keys_group, ledger_group, serve):
+        app.cli.add_command(command)
+
+
+def _app_factory() -> Flask:
+    from api import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(name="smsledger", create_app=_app_factory, help="smsledger billing engine.")

@@ -1,0 +1,146 @@
+"""The only place that knows HTTP status codes: domain errors and HTTP errors become the
+envelope `{"error": {"code", "message", "details"}}` (SPEC §7). Nothing leaks SQL or stacks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from billing import errors as billing_errors
+from ledger import errors as ledger_errors
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by a route or the auth layer."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+# Most specific first: the first matching class decides.
+DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
+    (ledger_errors.InvalidAmount, 422, "invalid_amount"),
+    (ledger_errors.InvalidCurrency, 422, "invalid_currency"),
+    (ledger_errors.InvalidTransfer, 422, "invalid_transfer"),
+    (ledger_errors.UnknownAccount, 422, "unknown_account"),
+    (ledger_errors.UnknownTransfer, 404, "transfer_not_found"),
+    (ledger_errors.CurrencyMismatch, 422, "currency_mismatch"),
+    (ledger_errors.AccountConflict, 409, "account_conflict"),
+    (ledger_errors.IdempotencyConflict, 409, "idempotency_conflict"),
+    (ledger_errors.BalanceLimitExceeded, 422, "balance_limit_exceeded"),
+    (ledger_errors.AlreadyReversed, 409, "already_reversed"),
+    (ledger_errors.ImmutableTransfer, 409, "immutable_transfer"),
+    (ledger_errors.RetryableConflict, 503, "busy_retry"),
+    (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),
+    (billing_errors.InvalidRole, 422, "invalid_role"),
+    (ledger_errors.LedgerError, 422, "invalid_request"),
+]
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+}
+
+# Marshmallow's stock messages, as machine-readable codes.
+_FIELD_CODES = [
+    ("Missing data for required field", "required"),
+    ("Field may not be null", "null"),
+    ("Unknown field", "unknown_field"),
+    ("Not a valid amount", "invalid_amount"),
+    ("more than 6 decimal places", "too_many_decimals"),
+    ("never a float", "invalid_amount"),
+    ("is not a decimal number", "invalid_amount"),
+    ("Must be one of", "not_allowed"),
+    ("Length must be", "invalid_length"),
+    ("Shorter than", "invalid_length"),
+    ("Longer than", "invalid_length"),
+    ("Must be greater", "out_of_range"),
+    ("Must be less", "out_of_range"),
+    ("Not a valid", "invalid_type"),
+]
+
+
+def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
+
+
+def field_errors(messages: Any, path: str = "") -> list[dict[str, str]]:
+    """Flatten marshmallow's nested messages into `[{field, code, message}]`."""
+    flat: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{path}.{key}" if path else str(key)
+            flat.extend(field_errors(value, name))
+    elif isinstance(messages, list):
+        for item in messages:
+            flat.extend(field_errors(item, path))
+    else:
+        text = str(messages)
+        code = next((c for fragment, c in _FIELD_CODES if fragment in text), "invalid")
+        flat.append({"field": path, "code": code, "message": text})
+    return flat
+
+
+def _domain_error(error: ledger_errors.LedgerError) -> ResponseReturnValue:
+    for cls, status, code in DOMAIN_ERRORS:
+        if isinstance(error, cls):
+            response = envelope(status, code, error.message, error.details)
+            if status == 503:
+                response.headers["Retry-After"] = "1"
+            return response
+    raise AssertionError("LedgerError is in the table")
+
+
+def _api_error(error: ApiError) -> ResponseReturnValue:
+    response = envelope(error.status, error.code, error.message, error.details)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def http_error(error: HTTPException) -> ResponseReturnValue:
+    """Werkzeug and webargs errors (flask-smorest registers this for HTTPException)."""
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    if status == 400 and messages is not None:
+        return envelope(400, "malformed_json", "The request body is not valid JSON.")
+    if status == 422 and messages is not None:
+        # webargs nests by location ("json", "query"); the location is not part of the name.
+        inner = messages
+        if isinstance(messages, dict) and len(messages) == 1:
+            inner = next(iter(messages.values()))
+        errors = field_errors(inner)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return envelope(422, "validation_failed", f"Invalid request: {summary}", {"errors": errors})
+    if status >= 500:
+        log.error("http error %s", status)
+        return envelope(status, "internal_error", "The server could not complete the request.")
+    return envelope(status, HTTP_CODES.get(status, "http_error"), error.description or error.name)
+
+
+def _unexpected(error: Exception) -> ResponseReturnValue:
+    log.exception("unhandled error")
+    return envelope(500, "internal_error", "The server could not complete the request.")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(ledger_errors.LedgerError, _domain_error)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,44 @@
+"""What a running app holds: its configuration, engine and session factory, and the way
+a request runs one unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.config import Config
+from ledger.db import run_in_transaction
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: sa.Engine
+    sessions: sessionmaker[Session]
+    clock: Callable[[], datetime]
+
+
+def runtime() -> Runtime:
+    found: Runtime = current_app.extensions["smsledger"]
+    return found
+
+
+def transaction(work: Callable[[Session], T]) -> T:
+    """Run `work` as this request's unit of work (retried whole on deadlock)."""
+    return run_in_transaction(runtime().sessions, work)
+
+
+def now() -> datetime:
+    return runtime().clock()
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)

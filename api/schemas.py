@@ -1,0 +1,22 @@
+"""Marshmallow schemas shared by the API's blueprints: pagination and the error envelope."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+MAX_PER_PAGE = 500
+
+
+class PageQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+class ErrorBody(Schema):
+    code = fields.String(required=True, metadata={"description": "machine-readable snake_case"})
+    message = fields.String(required=True)
+    details = fields.Dict()
+
+
+class ErrorEnvelope(Schema):
+    error = fields.Nested(ErrorBody, required=True)

@@ -1,0 +1,79 @@
+"""Configuration from the environment, read only by composition roots (app factory, CLI,
+worker). Nothing below them reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = f"sqlite:///{Path('var') / 'smsledger.db'}"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected true or false")
+
+
+@dataclass(frozen=True)
+class BillingDefaults:
+    """The `SMS_BILLING_*` defaults that seed the global settings on first start."""
+
+    frequency: str = "daily"
+    currency: str = "USD"
+    auto_process: bool = True
+    notifications_enabled: bool = True
+    auto_create_customers: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    cron_secret: str | None = None
+    user_token_secret: str | None = None
+    sippy_url: str | None = None
+    sippy_username: str | None = None
+    sippy_password: str | None = None
+    sippy_timeout_s: float = 10.0
+    webhook_signing_secret: str | None = None
+    log_format: str = "json"
+    billing: BillingDefaults = field(default_factory=BillingDefaults)
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read the configuration of SPEC §11 (a `.env` file is loaded by the caller)."""
+        env = os.environ if env is None else env
+        log_format = env.get("LOG_FORMAT", "json").strip().lower()
+        if log_format not in {"json", "text"}:
+            raise ValueError(f"LOG_FORMAT={log_format!r}: expected json or text")
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or None,
+            cron_secret=env.get("CRON_SECRET") or None,
+            user_token_secret=env.get("USER_TOKEN_SECRET") or None,
+            sippy_url=env.get("SIPPY_URL") or None,
+            sippy_username=env.get("SIPPY_USERNAME") or None,
+            sippy_password=env.get("SIPPY_PASSWORD") or None,
+            sippy_timeout_s=float(env.get("SIPPY_TIMEOUT_S") or 10.0),
+            webhook_signing_secret=env.get("WEBHOOK_SIGNING_SECRET") or None,
+            log_format=log_format,
+            billing=BillingDefaults(
+                frequency=env.get("SMS_BILLING_DEFAULT_FREQUENCY") or "daily",
+                currency=env.get("SMS_BILLING_DEFAULT_CURRENCY") or "USD",
+                auto_process=_flag(env, "SMS_BILLING_AUTO_PROCESS", True),
+                notifications_enabled=_flag(env, "SMS_BILLING_NOTIFICATION_ENABLED", True),
+                auto_create_customers=_flag(env, "SMS_BILLING_AUTO_CREATE_CUSTOMERS", True),
+            ),
+        )

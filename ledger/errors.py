@@ -1,0 +1,69 @@
+"""The ledger's failures: one root, one leaf per way a posting or a read can be refused.
+
+Each carries a human message and machine-readable `details`; the HTTP mapping lives in
+`api/errors.py`, never here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    """Root of every refusal the ledger makes."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidAmount(LedgerError):
+    """Raised when an amount is not a positive exact number of micro-units (zero, negative,
+    more than six decimals, a float, too large)."""
+
+
+class InvalidCurrency(LedgerError):
+    """Raised when a currency code is not shaped like ISO 4217."""
+
+
+class InvalidTransfer(LedgerError):
+    """Raised when a transfer is malformed: same debit and credit account, empty entry,
+    unknown kind, naive timestamp."""
+
+
+class UnknownAccount(LedgerError):
+    """Raised when a transfer or a read names an account code that does not exist."""
+
+
+class UnknownTransfer(LedgerError):
+    """Raised when a transfer id does not exist."""
+
+
+class CurrencyMismatch(LedgerError):
+    """Raised when a transfer's accounts (or its stated currency) do not share one currency."""
+
+
+class AccountConflict(LedgerError):
+    """Raised when an account is re-declared with a different type, currency or limits."""
+
+
+class IdempotencyConflict(LedgerError):
+    """Raised when an idempotency key is replayed with different content."""
+
+
+class BalanceLimitExceeded(LedgerError):
+    """Raised when a posting would break an account's balance-limit flag."""
+
+
+class AlreadyReversed(LedgerError):
+    """Raised when a transfer that already has a reversal is reversed under another key."""
+
+
+class ImmutableTransfer(LedgerError):
+    """Raised when the database refuses an UPDATE or DELETE of a posted transfer."""
+
+
+class RetryableConflict(LedgerError):
+    """Raised when the database aborted a unit of work for a deadlock or serialization
+    failure and the bounded retries ran out."""

@@ -1,0 +1,342 @@
+"""Posting journal entries: set-based, atomic, idempotent.
+
+One call posts many independent entries (a batch of usage, or one manual entry) in a handful
+of statements: look the keys up, insert what is new with `ON CONFLICT DO NOTHING`, then move
+each touched balance row once, in a fixed order so concurrent posts cannot deadlock.
+
+A key that a concurrent unit of work inserted first is found by re-reading after the insert:
+then its content decides between a replay (`duplicate`) and `IdempotencyConflict`.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import uuid6
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ledger import db
+from ledger.accounts import find_accounts, insert_ignoring_conflicts
+from ledger.errors import (
+    AlreadyReversed,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    LedgerError,
+    UnknownAccount,
+    UnknownTransfer,
+)
+from ledger.model import Account, EntryRequest, Kind, Leg, PostResult, Transfer, validate_entry
+from ledger.tables import HOT_SLOTS, accounts, balances, transfers
+
+EntryKey = tuple[str, str]
+
+
+def post_entry(session: Session, entry: EntryRequest, now: datetime) -> PostResult:
+    """Post one journal entry; see `post_entries`."""
+    return post_entries(session, [entry], now)[0]
+
+
+def post_entries(
+    session: Session, entries: Sequence[EntryRequest], now: datetime
+) -> list[PostResult]:
+    """Post each entry once, all in the caller's transaction; results in input order.
+
+    An entry whose (kind, idempotency_key) was posted before with the same content comes back
+    as `duplicate` with the original transfers and moves no balance.
+
+    Raises: InvalidTransfer, InvalidAmount, UnknownAccount, CurrencyMismatch,
+    IdempotencyConflict, BalanceLimitExceeded, AlreadyReversed.
+    """
+    for index, entry in enumerate(entries):
+        _with_index(index, validate_entry, entry)
+    fingerprints = [entry.fingerprint() for entry in entries]
+    account_by_code = _resolve_accounts(session, entries)
+
+    first_seen: dict[EntryKey, int] = {}
+    for index, entry in enumerate(entries):
+        key = (entry.kind.value, entry.idempotency_key)
+        if key in first_seen and fingerprints[first_seen[key]] != fingerprints[index]:
+            raise _conflict(entry, index)
+        first_seen.setdefault(key, index)
+
+    stored = _stored_entries(session, list(first_seen))
+    rows: list[dict[str, Any]] = []
+    for key, index in first_seen.items():
+        if key not in stored:
+            rows.extend(_rows(entries[index], fingerprints[index], account_by_code, now))
+
+    inserted: set[uuid.UUID] = set()
+    if rows:
+        rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
+        statement = (
+            insert_ignoring_conflicts(session, transfers)
+            .on_conflict_do_nothing(index_elements=["kind", "idempotency_key", "leg"])
+            .returning(transfers.c.id)
+        )
+        try:
+            inserted = set(session.scalars(statement, rows))
+        except IntegrityError as error:
+            if db.constraint_name(error) == "uq_transfers_reverses_id":
+                raise AlreadyReversed("that transfer has already been reversed") from error
+            raise
+        lost_races = {(r["kind"], r["idempotency_key"]) for r in rows if r["id"] not in inserted}
+        if lost_races:
+            stored.update(_stored_entries(session, list(lost_races)))
+        _move_balances(session, [r for r in rows if r["id"] in inserted], account_by_code)
+
+    code_by_id = {account.id: code for code, account in account_by_code.items()}
+    new_by_key: dict[EntryKey, list[Transfer]] = defaultdict(list)
+    for row in rows:
+        if row["id"] in inserted:
+            new_by_key[(row["kind"], row["idempotency_key"])].append(
+                _row_to_transfer(row, code_by_id)
+            )
+
+    results: list[PostResult] = []
+    for index, entry in enumerate(entries):
+        key = (entry.kind.value, entry.idempotency_key)
+        if key in new_by_key and first_seen[key] == index:
+            if len(new_by_key[key]) != len(entry.legs):
+                raise _conflict(entry, index)
+            results.append(PostResult("posted", tuple(new_by_key[key])))
+            continue
+        previous = stored.get(key) or tuple(new_by_key.get(key, ()))
+        if not _same_entry(previous, fingerprints[index], len(entry.legs)):
+            raise _conflict(entry, index)
+        results.append(PostResult("duplicate", tuple(previous)))
+    return results
+
+
+def reverse_transfer(
+    session: Session,
+    transfer_id: uuid.UUID,
+    idempotency_key: str,
+    now: datetime,
+    description: str | None = None,
+) -> PostResult:
+    """Post the transfer that undoes `transfer_id` (same amount, sides swapped).
+
+    Raises: UnknownTransfer, AlreadyReversed (under another key), BalanceLimitExceeded.
+    """
+    original = get_transfer(session, transfer_id)
+    existing = session.execute(
+        sa.select(transfers.c.idempotency_key).where(transfers.c.reverses_id == transfer_id)
+    ).scalar_one_or_none()
+    if existing is not None and existing != idempotency_key:
+        raise AlreadyReversed(
+            f"transfer {transfer_id} was already reversed", transfer_id=str(transfer_id)
+        )
+    entry = EntryRequest(
+        kind=Kind.REVERSAL,
+        idempotency_key=idempotency_key,
+        legs=(
+            Leg(
+                debit=original.credit_account,
+                credit=original.debit_account,
+                amount=original.amount,
+                reverses=original.id,
+            ),
+        ),
+        description=description or f"reversal of {original.id}",
+    )
+    return post_entry(session, entry, now)
+
+
+def get_transfer(session: Session, transfer_id: uuid.UUID) -> Transfer:
+    """Raises: UnknownTransfer."""
+    found = list(select_transfers(session, transfers.c.id == transfer_id))
+    if not found:
+        raise UnknownTransfer(f"no transfer {transfer_id}", transfer_id=str(transfer_id))
+    return found[0]
+
+
+def select_transfers(session: Session, *where: sa.ColumnElement[bool]) -> Iterable[Transfer]:
+    """Transfers matching `where`, with their account codes, in (kind, key, leg) order."""
+    debit = accounts.alias("debit")
+    credit = accounts.alias("credit")
+    query = (
+        sa.select(
+            transfers,
+            debit.c.code.label("debit_code"),
+            credit.c.code.label("credit_code"),
+        )
+        .join(debit, debit.c.id == transfers.c.debit_account_id)
+        .join(credit, credit.c.id == transfers.c.credit_account_id)
+        .where(*where)
+        .order_by(transfers.c.kind, transfers.c.idempotency_key, transfers.c.leg)
+    )
+    for row in session.execute(query):
+        yield Transfer(
+            id=row.id,
+            journal_id=row.journal_id,
+            kind=Kind(row.kind),
+            idempotency_key=row.idempotency_key,
+            leg=row.leg,
+            fingerprint=row.fingerprint,
+            debit_account=row.debit_code,
+            credit_account=row.credit_code,
+            amount=row.amount,
+            currency=row.currency,
+            effective_at=row.effective_at,
+            posted_at=row.posted_at,
+            description=row.description,
+            metadata=row.metadata,
+            reverses_id=row.reverses_id,
+        )
+
+
+def _with_index(index: int, check: Any, *args: Any) -> None:
+    try:
+        check(*args)
+    except LedgerError as error:
+        error.details.setdefault("index", index)
+        raise
+
+
+def _resolve_accounts(session: Session, entries: Sequence[EntryRequest]) -> dict[str, Account]:
+    codes = {code for entry in entries for leg in entry.legs for code in (leg.debit, leg.credit)}
+    found = find_accounts(session, codes)
+    for index, entry in enumerate(entries):
+        for leg in entry.legs:
+            for code in (leg.debit, leg.credit):
+                if code not in found:
+                    raise UnknownAccount(f"no account {code!r}", account=code, index=index)
+            debit, credit = found[leg.debit], found[leg.credit]
+            currency = entry.currency or debit.currency
+            if not debit.currency == credit.currency == currency:
+                raise CurrencyMismatch(
+                    f"{leg.debit} is {debit.currency}, {leg.credit} is {credit.currency}"
+                    + (f", the entry says {entry.currency}" if entry.currency else ""),
+                    index=index,
+                    debit_account=leg.debit,
+                    credit_account=leg.credit,
+                )
+    return found
+
+
+def _stored_entries(session: Session, keys: list[EntryKey]) -> dict[EntryKey, tuple[Transfer, ...]]:
+    """The transfers already posted under these (kind, key) pairs, grouped by pair."""
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for kind, key in keys:
+        by_kind[kind].append(key)
+    found: dict[EntryKey, list[Transfer]] = defaultdict(list)
+    for kind, kind_keys in by_kind.items():
+        for chunk_start in range(0, len(kind_keys), 5000):
+            chunk = kind_keys[chunk_start : chunk_start + 5000]
+            for transfer in select_transfers(
+                session, transfers.c.kind == kind, transfers.c.idempotency_key.in_(chunk)
+            ):
+                found[(kind, transfer.idempotency_key)].append(transfer)
+    return {key: tuple(found_transfers) for key, found_transfers in found.items()}
+
+
+def _same_entry(previous: Sequence[Transfer], fingerprint: str, leg_count: int) -> bool:
+    if len(previous) != leg_count:
+        return False
+    return all(t.fingerprint == fingerprint for t in previous)
+
+
+def _conflict(entry: EntryRequest, index: int) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"idempotency key {entry.idempotency_key!r} was used for different content",
+        idempotency_key=entry.idempotency_key,
+        kind=entry.kind.value,
+        index=index,
+    )
+
+
+def _rows(
+    entry: EntryRequest, fingerprint: str, account_by_code: dict[str, Account], now: datetime
+) -> list[dict[str, Any]]:
+    journal_id = uuid6.uuid7()
+    effective_at = entry.effective_at or now
+    return [
+        {
+            "id": uuid6.uuid7(),
+            "journal_id": journal_id,
+            "kind": entry.kind.value,
+            "idempotency_key": entry.idempotency_key,
+            "leg": leg_index,
+            "fingerprint": fingerprint,
+            "debit_account_id": account_by_code[leg.debit].id,
+            "credit_account_id": account_by_code[leg.credit].id,
+            "amount": leg.amount,
+            "currency": account_by_code[leg.debit].currency,
+            "effective_at": effective_at,
+            "posted_at": now,
+            "description": entry.description,
+            "metadata": _merge_metadata(entry.metadata, leg.metadata),
+            "reverses_id": leg.reverses,
+        }
+        for leg_index, leg in enumerate(entry.legs)
+    ]
+
+
+def _merge_metadata(
+    entry_metadata: dict[str, Any] | None, leg_metadata: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if entry_metadata is None and leg_metadata is None:
+        return None
+    return {**(entry_metadata or {}), **(leg_metadata or {})}
+
+
+def _move_balances(
+    session: Session, new_rows: list[dict[str, Any]], account_by_code: dict[str, Account]
+) -> None:
+    """Add the new transfers to the cached balances: one UPDATE per touched row, in
+    (account, slot) order; a hot account takes one random slot for this whole call."""
+    account_by_id = {account.id: account for account in account_by_code.values()}
+    slot_of = {
+        account.id: random.randrange(HOT_SLOTS) if account.hot else 0
+        for account in account_by_id.values()
+    }
+    deltas: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for row in new_rows:
+        debit_id, credit_id = row["debit_account_id"], row["credit_account_id"]
+        deltas[(debit_id, slot_of[debit_id])][0] += row["amount"]
+        deltas[(credit_id, slot_of[credit_id])][1] += row["amount"]
+    for (account_id, slot), (debit_delta, credit_delta) in sorted(deltas.items()):
+        try:
+            session.execute(
+                sa.update(balances)
+                .where(balances.c.account_id == account_id, balances.c.slot == slot)
+                .values(
+                    debits=balances.c.debits + debit_delta,
+                    credits=balances.c.credits + credit_delta,
+                )
+            )
+        except IntegrityError as error:
+            code = account_by_id[account_id].code
+            translated = db.translate(error, account=code)
+            if translated is None:
+                raise
+            translated.message = f"{translated.message}: {code}"
+            translated.args = (translated.message,)
+            raise translated from error
+
+
+def _row_to_transfer(row: dict[str, Any], code_by_id: dict[int, str]) -> Transfer:
+    return Transfer(
+        id=row["id"],
+        journal_id=row["journal_id"],
+        kind=Kind(row["kind"]),
+        idempotency_key=row["idempotency_key"],
+        leg=row["leg"],
+        fingerprint=row["fingerprint"],
+        debit_account=code_by_id[row["debit_account_id"]],
+        credit_account=code_by_id[row["credit_account_id"]],
+        amount=row["amount"],
+        currency=row["currency"],
+        effective_at=row["effective_at"],
+        posted_at=row["posted_at"],
+        description=row["description"],
+        metadata=row["metadata"],
+        reverses_id=row["reverses_id"],
+    )

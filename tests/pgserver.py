@@ -1,0 +1,147 @@
+"""A throwaway PostgreSQL cluster for the tests and benchmarks.
+
+Started from the machine's PostgreSQL binaries in a temporary data directory, listening on
+127.0.0.1 only, with durability switched off (the data is disposable). PostgreSQL refuses to run
+as root, so as root it runs as the `postgres` user (created when missing).
+
+    python -m tests.pgserver   # start one, print its URL, stop on Ctrl-C
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVICE_USER = "postgres"
+
+
+def find_bin_dir() -> Path:
+    """The directory holding initdb and pg_ctl, preferring PostgreSQL 15."""
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key)
+    preferred = [c for c in candidates if "/15/" in c]
+    chosen = (preferred or candidates)[-1:] if (preferred or candidates) else []
+    if not chosen:
+        raise RuntimeError("PostgreSQL binaries not found: install postgresql-15")
+    return Path(chosen[0])
+
+
+def _version_key(path: str) -> int:
+    part = path.split("/")[-2]
+    return int(part) if part.isdigit() else 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """One cluster: `start()` returns an admin URL; `stop()` removes every trace."""
+
+    def __init__(self) -> None:
+        self.bin_dir = find_bin_dir()
+        self.root = Path(tempfile.mkdtemp(prefix="smsledger-pg-"))
+        self.data_dir = self.root / "data"
+        self.port = _free_port()
+        self.as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        command = list(args)
+        if self.as_root:
+            command = ["runuser", "-u", SERVICE_USER, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> str:
+        if self.as_root:
+            _ensure_service_user()
+            entry = pwd.getpwnam(SERVICE_USER)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-c port={self.port}",
+                f"-c unix_socket_directories={self.root}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=200",
+                "-c shared_buffers=256MB",
+            ]
+        )
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "start",
+        )
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        try:
+            self._run(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"
+            )
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _ensure_service_user() -> None:
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
+            check=True,
+        )
+
+
+if __name__ == "__main__":
+    server = PostgresServer()
+    print(server.start(), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+        sys.exit(0)
