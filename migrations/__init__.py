@@ -28,3 +28,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def check(url: str) -> None:
     """Raise when the tables in code and the migrated schema differ (`alembic check`)."""
     command.check(alembic_config(url))
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
