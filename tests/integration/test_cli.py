@@ -1,0 +1,60 @@
+"""The command line: keys are printed once and stored hashed; `ledger check` names the account
+whose cached balance no longer equals its transfers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from billing.api_keys import digest
+from billing.chart import ensure_chart
+from billing.tables import api_keys
+from ledger.db import unit_of_work
+from ledger.model import EntryRequest, Kind, Leg
+from ledger.posting import post_entry
+from tests.conftest import NOW
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_created_key_is_printed_once_and_stored_only_as_a_digest(
+    app_and_keys: tuple[Any, dict[str, str]],
+) -> None:
+    app, _ = app_and_keys
+    result = app.test_cli_runner().invoke(args=["keys", "create", "--role", "service"])
+    assert result.exit_code == 0, result.output
+    key = result.output.splitlines()[0]
+    assert key.startswith("sk_")
+    with unit_of_work(app.extensions["smsledger"].sessions) as session:
+        stored = session.execute(sa.select(api_keys).where(api_keys.c.role == "service")).all()
+    assert digest(key) in {row.key_hash for row in stored}
+    assert all(key not in str(tuple(row)) for row in stored)
+    refused = app.test_cli_runner().invoke(args=["keys", "create", "--role", "root"])
+    assert refused.exit_code != 0
+
+
+def test_ledger_check_passes_then_names_a_broken_account(
+    app_and_keys: tuple[Any, dict[str, str]],
+) -> None:
+    app, _ = app_and_keys
+    sessions = app.extensions["smsledger"].sessions
+    with unit_of_work(sessions) as session:
+        ensure_chart(session, "42", "USD", NOW)
+        entry = EntryRequest(Kind.USAGE, "m1", (Leg("customer:42:unbilled", "revenue:sms:USD", 5),))
+        post_entry(session, entry, NOW)
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["ledger", "check"])
+    assert ok.exit_code == 0 and "ledger ok" in ok.output
+    with unit_of_work(sessions) as session:
+        session.execute(
+            sa.text(
+                "UPDATE balances SET debits = debits + 1 WHERE account_id ="
+                " (SELECT id FROM accounts WHERE code = 'customer:42:unbilled')"
+            )
+        )
+    broken = runner.invoke(args=["ledger", "check"])
+    assert broken.exit_code == 1
+    assert "invariant 6 broken at customer:42:unbilled" in broken.output
+    assert "invariant 2 broken at USD" not in broken.output  # transfers still balance

@@ -1,0 +1,136 @@
+"""The embedded default (SQLite) runs the same migrations and keeps the same rules; and the
+README's run command really serves the API on a fresh directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from billing.chart import ensure_chart
+from ledger import db
+from ledger.balances import account_balance, trial_balance
+from ledger.checks import check_ledger
+from ledger.db import make_engine, make_session_factory, unit_of_work
+from ledger.errors import BalanceLimitExceeded, IdempotencyConflict, ImmutableTransfer
+from ledger.model import EntryRequest, Kind, Leg
+from ledger.posting import post_entries, post_entry, reverse_transfer
+from tests.conftest import NOW, Clock, build_app
+
+
+def usage(key: str, micros: int = 7_500) -> EntryRequest:
+    return EntryRequest(Kind.USAGE, key, (Leg("customer:42:unbilled", "revenue:sms:USD", micros),))
+
+
+def test_the_ledger_keeps_its_rules_on_sqlite(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    with unit_of_work(sessions) as session:
+        ensure_chart(session, "42", "USD", NOW)
+        results = post_entries(session, [usage("m1"), usage("m2"), usage("m1")], NOW)
+    assert [r.status for r in results] == ["posted", "posted", "duplicate"]
+    with pytest.raises(IdempotencyConflict), unit_of_work(sessions) as session:
+        post_entry(session, usage("m1", micros=1), NOW)
+    with pytest.raises(BalanceLimitExceeded), unit_of_work(sessions) as session:
+        invoice = EntryRequest(
+            Kind.INVOICE, "i1", (Leg("customer:42:receivable", "customer:42:unbilled", 15_001),)
+        )
+        post_entry(session, invoice, NOW)
+    with unit_of_work(sessions) as session:
+        reverse_transfer(session, results[0].transfers[0].id, "r1", NOW)
+    with pytest.raises(ImmutableTransfer), unit_of_work(sessions) as session:
+        session.execute(sa.text("UPDATE transfers SET amount = 1"))
+    with pytest.raises(ImmutableTransfer), unit_of_work(sessions) as session:
+        session.execute(sa.text("DELETE FROM transfers"))
+    with unit_of_work(sessions) as session:
+        assert account_balance(session, "customer:42:unbilled").balance == 7_500
+        assert account_balance(session, "customer:42:unbilled", NOW).as_of == NOW
+        assert all(t.balanced for t in trial_balance(session).currencies.values())
+        assert check_ledger(session) == []
+    engine.dispose()
+
+
+def test_raw_sql_breaking_a_rule_is_refused_by_name_on_sqlite(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    with unit_of_work(sessions) as session:
+        ensure_chart(session, "42", "USD", NOW)
+    with pytest.raises(sa.exc.DBAPIError) as raised, sessions() as session:
+        session.execute(
+            sa.text(
+                "UPDATE balances SET credits = 1 WHERE account_id = (SELECT id FROM accounts"
+                " WHERE code = 'customer:42:unbilled')"
+            )
+        )
+    assert db.constraint_name(raised.value) == "ck_balances_credits_within_debits"
+    engine.dispose()
+
+
+def test_the_api_answers_on_sqlite(sqlite_url: str) -> None:
+    app, keys = build_app(sqlite_url, Clock())
+    with unit_of_work(app.extensions["smsledger"].sessions) as session:  # type: ignore[attr-defined]
+        ensure_chart(session, "42", "USD", NOW)
+    client = app.test_client()  # type: ignore[attr-defined]
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    entry = {
+        "idempotency_key": "adj-1",
+        "kind": "adjustment",
+        "transfers": [
+            {
+                "debit_account": "adjustments:USD",
+                "credit_account": "customer:42:receivable",
+                "amount": "1.50",
+            }
+        ],
+    }
+    assert client.post("/api/ledger/transfers", json=entry, headers=headers).status_code == 201
+    assert client.post("/api/ledger/transfers", json=entry, headers=headers).status_code == 200
+    trial = client.get("/api/ledger/trial-balance", headers=headers).json
+    assert trial["currencies"]["USD"] == {"debits": "1.50", "credits": "1.50", "balanced": True}
+    app.extensions["smsledger"].engine.dispose()  # type: ignore[attr-defined]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_smsledger_serve_runs_the_api_on_a_fresh_directory(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    command = [str(Path(sys.executable).parent / "smsledger"), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        key = None
+        deadline = time.monotonic() + 30
+        while key is None and time.monotonic() < deadline:
+            line = server.stdout.readline()  # type: ignore[union-attr]
+            found = re.search(r"(sk_\S+)", line)
+            key = found.group(1) if found else None
+        assert key, "serve did not print the first admin key"
+        base = f"http://127.0.0.1:{port}"
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key}"}
+        trial = requests.get(f"{base}/api/ledger/trial-balance", headers=headers, timeout=5)
+        assert trial.status_code == 200 and trial.json()["currencies"] == {}
+        assert (tmp_path / "var" / "smsledger.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stdout.close()  # type: ignore[union-attr]
