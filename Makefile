@@ -1,0 +1,47 @@
+# smsledger — the commands the README names. Each installs what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint format install system-deps clean
+
+## run: the API on the embedded default (SQLite under ./var/, migrations applied on start)
+run: install
+	$(BIN)/smsledger serve
+
+## test: lint, architecture contracts, types, then the whole suite on a throwaway PostgreSQL
+test: install system-deps
+	$(MAKE) --no-print-directory check
+	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-fail-under=90
+
+check:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# PostgreSQL 15 binaries for the throwaway test cluster, and redis-server for the job tests:
+# installed from Debian's packages when missing and running as root.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; \
+		else echo "PostgreSQL 15 binaries missing: install postgresql-15" >&2; exit 1; fi; fi
+	@if ! command -v redis-server >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+		else echo "redis-server missing: install redis-server" >&2; exit 1; fi; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .coverage

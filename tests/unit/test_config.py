@@ -1,0 +1,44 @@
+"""Configuration from the environment (SPEC §11): defaults, flags, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing.config import DEFAULT_DATABASE_URL, Config
+
+
+def test_an_empty_environment_gives_the_embedded_defaults() -> None:
+    config = Config.from_environ({})
+    assert config.database_url == DEFAULT_DATABASE_URL == "sqlite:///var/smsledger.db"
+    assert config.redis_url is None
+    assert config.billing.frequency == "daily" and config.billing.currency == "USD"
+    assert config.billing.auto_process and config.billing.notifications_enabled
+    assert config.sippy_timeout_s == 10.0 and config.log_format == "json"
+
+
+def test_the_environment_overrides_each_default() -> None:
+    config = Config.from_environ(
+        {
+            "DATABASE_URL": "postgresql://x/y",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "SMS_BILLING_DEFAULT_FREQUENCY": "weekly",
+            "SMS_BILLING_DEFAULT_CURRENCY": "EUR",
+            "SMS_BILLING_AUTO_PROCESS": "false",
+            "SMS_BILLING_NOTIFICATION_ENABLED": "0",
+            "SMS_BILLING_AUTO_CREATE_CUSTOMERS": "no",
+            "SIPPY_TIMEOUT_S": "2.5",
+            "LOG_FORMAT": "TEXT",
+        }
+    )
+    assert config.database_url == "postgresql://x/y"
+    assert config.billing.frequency == "weekly" and config.billing.currency == "EUR"
+    assert not config.billing.auto_process
+    assert not config.billing.notifications_enabled
+    assert not config.billing.auto_create_customers
+    assert config.sippy_timeout_s == 2.5 and config.log_format == "text"
+
+
+@pytest.mark.parametrize("env", [{"SMS_BILLING_AUTO_PROCESS": "maybe"}, {"LOG_FORMAT": "xml"}])
+def test_unreadable_settings_are_refused_at_start(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        Config.from_environ(env)
