@@ -26,6 +26,7 @@ from ledger import db
 from ledger.accounts import find_accounts, insert_ignoring_conflicts
 from ledger.errors import (
     AlreadyReversed,
+    BalanceLimitExceeded,
     CurrencyMismatch,
     IdempotencyConflict,
     LedgerError,
@@ -66,12 +67,12 @@ def post_entries(
             raise _conflict(entry, index)
         first_seen.setdefault(key, index)
 
-    stored = _stored_entries(session, list(first_seen))
+    # Insert first: a key that exists already (a replay, or a concurrent post that won) is
+    # simply not inserted, and only those are read back. New keys cost one statement.
     rows: list[dict[str, Any]] = []
-    for key, index in first_seen.items():
-        if key not in stored:
-            rows.extend(_rows(entries[index], fingerprints[index], account_by_code, now))
-
+    for index in first_seen.values():
+        rows.extend(_rows(entries[index], fingerprints[index], account_by_code, now))
+    stored: dict[EntryKey, tuple[Transfer, ...]] = {}
     inserted: set[uuid.UUID] = set()
     if rows:
         rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
@@ -287,39 +288,70 @@ def _merge_metadata(
     return {**(entry_metadata or {}), **(leg_metadata or {})}
 
 
+_LOCK_BALANCE_ROWS = (
+    sa.select(balances)
+    .where(
+        sa.tuple_(balances.c.account_id, balances.c.slot).in_(sa.bindparam("rows", expanding=True))
+    )
+    .order_by(balances.c.account_id, balances.c.slot)
+    .with_for_update()
+)
+_ADD_TO_BALANCE = (
+    sa.update(balances)
+    .where(
+        balances.c.account_id == sa.bindparam("row_account"),
+        balances.c.slot == sa.bindparam("row_slot"),
+    )
+    .values(
+        debits=balances.c.debits + sa.bindparam("add_debits", type_=sa.BigInteger),
+        credits=balances.c.credits + sa.bindparam("add_credits", type_=sa.BigInteger),
+    )
+)
+
+
 def _move_balances(
     session: Session, new_rows: list[dict[str, Any]], account_by_code: dict[str, Account]
 ) -> None:
-    """Add the new transfers to the cached balances: one UPDATE per touched row, in
-    (account, slot) order; a hot account takes one random slot for this whole call."""
+    """Add the new transfers to the cached balances.
+
+    The touched rows are locked in one statement in (account, slot) order, so concurrent posts
+    cannot deadlock; limits are checked on the locked values (to name the account), then each
+    row is updated once. The named CHECKs on `balances` remain the database's own guarantee.
+    A hot account takes one random slot for this whole call.
+    """
     account_by_id = {account.id: account for account in account_by_code.values()}
     slot_of = {
         account.id: random.randrange(HOT_SLOTS) if account.hot else 0
         for account in account_by_id.values()
     }
     deltas: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for row in new_rows:
-        debit_id, credit_id = row["debit_account_id"], row["credit_account_id"]
-        deltas[(debit_id, slot_of[debit_id])][0] += row["amount"]
-        deltas[(credit_id, slot_of[credit_id])][1] += row["amount"]
-    for (account_id, slot), (debit_delta, credit_delta) in sorted(deltas.items()):
-        try:
-            session.execute(
-                sa.update(balances)
-                .where(balances.c.account_id == account_id, balances.c.slot == slot)
-                .values(
-                    debits=balances.c.debits + debit_delta,
-                    credits=balances.c.credits + credit_delta,
-                )
+    for new in new_rows:
+        debit_id, credit_id = new["debit_account_id"], new["credit_account_id"]
+        deltas[(debit_id, slot_of[debit_id])][0] += new["amount"]
+        deltas[(credit_id, slot_of[credit_id])][1] += new["amount"]
+    if not deltas:
+        return
+    connection = session.connection()
+    locked = connection.execute(_LOCK_BALANCE_ROWS, {"rows": sorted(deltas)})
+    for row in locked:
+        debit_delta, credit_delta = deltas[(row.account_id, row.slot)]
+        debits, credits = row.debits + debit_delta, row.credits + credit_delta
+        code = account_by_id[row.account_id].code
+        if row.debits_must_not_exceed_credits and debits > credits:
+            raise BalanceLimitExceeded(
+                f"debits would exceed credits on {code}", account=code, shortfall=debits - credits
             )
-        except IntegrityError as error:
-            code = account_by_id[account_id].code
-            translated = db.translate(error, account=code)
-            if translated is None:
-                raise
-            translated.message = f"{translated.message}: {code}"
-            translated.args = (translated.message,)
-            raise translated from error
+        if row.credits_must_not_exceed_debits and credits > debits:
+            raise BalanceLimitExceeded(
+                f"credits would exceed debits on {code}", account=code, shortfall=credits - debits
+            )
+    connection.execute(
+        _ADD_TO_BALANCE,
+        [
+            {"row_account": a, "row_slot": s, "add_debits": d, "add_credits": c}
+            for (a, s), (d, c) in sorted(deltas.items())
+        ],
+    )
 
 
 def _row_to_transfer(row: dict[str, Any], code_by_id: dict[int, str]) -> Transfer:

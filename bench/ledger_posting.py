@@ -1,0 +1,143 @@
+"""Ledger posting throughput and balance-read latency on PostgreSQL, below HTTP.
+
+    .venv/bin/python -m bench.ledger_posting [--batches 30] [--singles 2000]
+
+Starts a throwaway PostgreSQL exactly as the tests do, migrates it, and measures:
+- batch posting: `post_entries` with 1,000 usage entries across 50 customers per unit of work;
+- single-entry posting: one entry per unit of work, with 1 and 16 client threads;
+- balance reads: `account_balance` now and `as_of` a past instant on an account with many
+  transfers.
+Figures are medians of repetitions in one run; the command line is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+import migrations
+from billing.chart import ensure_chart
+from ledger.balances import account_balance
+from ledger.db import make_engine, make_session_factory, run_in_transaction, unit_of_work
+from ledger.model import EntryRequest, Kind, Leg
+from ledger.posting import post_entries, post_entry
+from tests.pgserver import PostgresServer
+
+CUSTOMERS = 50
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def usage(customer: int, micros: int = 7_500, at: datetime = NOW) -> EntryRequest:
+    return EntryRequest(
+        Kind.USAGE,
+        f"msg-{uuid.uuid4()}",
+        (Leg(f"customer:c{customer}:unbilled", "revenue:sms:USD", micros),),
+        effective_at=at,
+    )
+
+
+def bench_batches(sessions, batches: int, size: int = 1000) -> list[float]:  # type: ignore[no-untyped-def]
+    rates = []
+    for batch in range(batches):
+        entries = [usage((batch * size + n) % CUSTOMERS) for n in range(size)]
+        started = time.perf_counter()
+        with unit_of_work(sessions) as session:
+            post_entries(session, entries, NOW)
+        rates.append(size / (time.perf_counter() - started))
+    return rates
+
+
+def bench_singles(sessions, clients: int, total: int) -> float:  # type: ignore[no-untyped-def]
+    per_client = total // clients
+    barrier = threading.Barrier(clients)
+
+    def client(index: int) -> None:
+        barrier.wait()
+        for n in range(per_client):
+            entry = usage((index * per_client + n) % CUSTOMERS)
+            run_in_transaction(sessions, lambda s, e=entry: post_entry(s, e, NOW), attempts=10)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return clients * per_client / (time.perf_counter() - started)
+
+
+def bench_reads(sessions, repeats: int = 200) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    code = "customer:c0:unbilled"
+    timings: dict[str, list[float]] = {"now": [], "as_of": []}
+    past = NOW - timedelta(days=1)
+    for _ in range(repeats):
+        for label, as_of in (("now", None), ("as_of", past)):
+            started = time.perf_counter()
+            with unit_of_work(sessions) as session:
+                account_balance(session, code, as_of)
+            timings[label].append((time.perf_counter() - started) * 1000)
+    return {f"{label} p50 ms": statistics.median(values) for label, values in timings.items()} | {
+        f"{label} p99 ms": sorted(values)[int(len(values) * 0.99) - 1]
+        for label, values in timings.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--singles", type=int, default=2000)
+    args = parser.parse_args()
+
+    server = PostgresServer()
+    admin_url = server.start()
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql("CREATE DATABASE bench")
+        admin.dispose()
+        url = server.url("bench")
+        migrations.upgrade(url)
+        engine = make_engine(url, pool_size=20, max_overflow=10)
+        sessions = make_session_factory(engine)
+        with unit_of_work(sessions) as session:
+            for customer in range(CUSTOMERS):
+                ensure_chart(session, f"c{customer}", "USD", NOW)
+
+        batch_rates = bench_batches(sessions, args.batches)
+        single_1 = bench_singles(sessions, 1, args.singles // 4)
+        single_16 = bench_singles(sessions, 16, args.singles)
+        # Older history on the read account so `as_of` has a tail to subtract.
+        with unit_of_work(sessions) as session:
+            post_entries(session, [usage(0, at=NOW - timedelta(days=2)) for _ in range(1000)], NOW)
+        reads = bench_reads(sessions)
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
+            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
+        engine.dispose()
+    finally:
+        server.stop()
+
+    command = " ".join(["python", "-m", "bench.ledger_posting", *sys.argv[1:]])
+    print(f"command: {command}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python")
+    print(f"  {platform.python_version()}, PostgreSQL {pg_version}")
+    print(f"transfers in the table at the end: {rows}")
+    print("| measure | median |")
+    print("|---|---|")
+    batch = statistics.median(batch_rates)
+    print(f"| batch post, 1,000 entries per unit of work | {batch:,.0f} entries/s |")
+    print(f"| single-entry posts, 1 client | {single_1:,.0f} posts/s |")
+    print(f"| single-entry posts, 16 clients | {single_16:,.0f} posts/s |")
+    for label, value in reads.items():
+        print(f"| balance read {label} | {value:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
