@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import Flask
+from flask import Flask, request
 from flask_smorest import Api
 
 from api import errors, health, ledger
@@ -23,6 +23,12 @@ class SmsLedgerApi(Api):
 
     def handle_http_exception(self, error):  # type: ignore[no-untyped-def]
         return errors.http_error(error)
+
+
+def _refuse_nul_in_url() -> None:
+    """A NUL cannot be stored or compared by PostgreSQL: refuse it before any query."""
+    if "\x00" in request.path or b"%00" in request.query_string:
+        raise errors.ApiError(400, "invalid_characters", "NUL characters are not accepted.")
 
 
 def create_app(config: Config | None = None, clock: Callable[[], datetime] = system_clock) -> Flask:
@@ -48,6 +54,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(health.blp)
     api.register_blueprint(ledger.blp)
     errors.register(app)
+    app.before_request(_refuse_nul_in_url)
 
     from api.cli import register_commands
 

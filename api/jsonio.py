@@ -15,7 +15,25 @@ def _refuse_constant(name: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    """Parse a request body. Raises ValueError (JSONDecodeError is one) for anything that is not
+    JSON the database can store: NaN, Infinity, or a NUL character in any string."""
+    document = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    _refuse_nul(document)
+    return document
+
+
+def _refuse_nul(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("NUL characters are not accepted")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class ExactJSONProvider(DefaultJSONProvider):

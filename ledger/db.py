@@ -5,10 +5,12 @@ Every request, job and CLI command opens exactly one unit of work; nothing below
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -53,12 +55,23 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[LedgerError], str]] = {
 _RETRYABLE_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: metadata numbers never pass through float
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: object) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
 def make_engine(url: str, **options: Any) -> sa.Engine:
     """An engine configured for the ledger on PostgreSQL or SQLite.
 
     SQLite gets foreign keys, WAL and `BEGIN IMMEDIATE`: a writer takes the lock up front
     instead of failing to upgrade a read lock half-way through a unit of work.
     """
+    options.setdefault("json_serializer", dump_json)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, **options)
 

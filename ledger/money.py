@@ -17,6 +17,7 @@ MICRO_PLACES = 6
 _CURRENCY_SHAPE = re.compile(r"^[A-Z]{3}$")
 # The ledger stores BIGINT: keep every amount well inside it so sums of many cannot overflow.
 MAX_MICROS = 10**15
+MAX_UNIT_DIGITS = 10  # checked before any arithmetic, so no Decimal operation can overflow
 
 
 def check_currency(currency: object) -> str:
@@ -55,6 +56,8 @@ def parse_micros(value: object) -> int:
         raise InvalidAmount(f"{value!r} is not a decimal number")
     if not decimal.is_finite():
         raise InvalidAmount(f"{value!r} is not a finite number")
+    if decimal and decimal.adjusted() >= MAX_UNIT_DIGITS:
+        raise InvalidAmount(f"{value!r} is too large")
     exponent = decimal.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MICRO_PLACES:
         # 1.500000000 is still exact: only digits that carry value count.

@@ -305,3 +305,118 @@ def test_unknown_paths_and_methods_answer_in_the_envelope(api: Api) -> None:
         405,
         "method_not_allowed",
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        (
+            "GET",
+            "/api/ledger/accounts/x",
+            {"query_string": {"as_of": "0001-01-01T00:00:00+05:00"}},
+            422,
+            "validation_failed",
+        ),
+        ("GET", "/api/ledger/accounts/a%00b", {}, 400, "invalid_characters"),
+        ("GET", "/api/ledger/accounts?customer_id=%00", {}, 400, "invalid_characters"),
+        ("GET", "/api/ledger/accounts/" + "x" * 10_000, {}, 404, "account_not_found"),
+        (
+            "GET",
+            "/api/ledger/accounts",
+            {"query_string": {"page": "abc"}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "GET",
+            "/api/ledger/accounts",
+            {"query_string": {"per_page": "-1"}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "GET",
+            "/api/ledger/accounts/customer:42:unbilled/transfers",
+            {"query_string": {"from": "soon"}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"json": {**ENTRY, "idempotency_key": "a\u0000b"}},
+            400,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"json": {**ENTRY, "metadata": {"k\u0000": 1}}},
+            400,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {
+                "json": {
+                    **ENTRY,
+                    "transfers": [{**ENTRY["transfers"][0], "amount": "9" * 100 + ".1234567"}],
+                }
+            },
+            422,
+            "validation_failed",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"json": {**ENTRY, "transfers": [{**ENTRY["transfers"][0], "amount": "1e999999"}]}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"json": {**ENTRY, "idempotency_key": "k" * 201}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"json": {**ENTRY, "transfers": [ENTRY["transfers"][0]] * 101}},
+            422,
+            "validation_failed",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"data": "[" * 100_000, "content_type": "application/json"},
+            400,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/ledger/transfers",
+            {"data": '{"amount": 1' + "0" * 5000 + "}", "content_type": "application/json"},
+            400,
+            "malformed_json",
+        ),
+    ],
+)
+def test_hostile_inputs_get_a_4xx_with_a_code_never_a_500(
+    api: Api, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    before = api.rows()
+    response = api.call(method, path, **kwargs)
+    assert (response.status_code, response.json["error"]["code"]) == (status, code)
+    assert api.rows() == before
+
+
+def test_numbers_in_metadata_are_kept_exactly(api: Api) -> None:
+    body = '{"idempotency_key": "m1", "kind": "adjustment", "metadata": {"rate": 0.1, "n": 3},'
+    body += ' "transfers": [{"debit_account": "adjustments:USD",'
+    body += ' "credit_account": "customer:42:receivable", "amount": "1"}]}'
+    response = api.call("POST", "/api/ledger/transfers", data=body, content_type="application/json")
+    assert response.status_code == 201
+    assert response.json["transfers"][0]["metadata"] == {"rate": "0.1", "n": 3}
