@@ -13,6 +13,7 @@ from api.jsonio import ExactJSONProvider
 from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
 from billing.config import Config
+from billing.logs import configure_logging
 from ledger.db import make_engine, make_session_factory
 
 
@@ -38,6 +39,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
 
         load_dotenv()
         config = Config.from_environ()
+        configure_logging(config.log_format)
     app = Flask("smsledger")
     app.json = ExactJSONProvider(app)
     app.config.update(

@@ -5,7 +5,6 @@ Each command opens one unit of work and calls one service function, like a reque
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -64,7 +63,6 @@ def serve(host: str, port: int, threads: int) -> None:
     """Run the API on the configured database (default: SQLite under ./var/), migrating first."""
     import waitress
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     state = runtime()
     migrations.upgrade(state.config.database_url)
     with unit_of_work(state.sessions) as session:

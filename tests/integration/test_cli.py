@@ -58,3 +58,29 @@ def test_ledger_check_passes_then_names_a_broken_account(
     assert broken.exit_code == 1
     assert "invariant 6 broken at customer:42:unbilled" in broken.output
     assert "invariant 2 broken at USD" not in broken.output  # transfers still balance
+
+
+def test_db_upgrade_brings_an_empty_database_to_the_latest_revision(
+    pg_admin_url: str, clock: object
+) -> None:
+    import sqlalchemy as sa
+
+    from api import create_app
+    from billing.config import Config
+
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP DATABASE IF EXISTS cli_upgrade")
+        connection.exec_driver_sql("CREATE DATABASE cli_upgrade")
+    url = sa.make_url(pg_admin_url).set(database="cli_upgrade").render_as_string(False)
+    app = create_app(Config(database_url=url))
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0 and "latest revision" in result.output
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert "transfers" in sa.inspect(connection).get_table_names()
+    engine.dispose()
+    app.extensions["smsledger"].engine.dispose()
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP DATABASE cli_upgrade WITH (FORCE)")
+    admin.dispose()
