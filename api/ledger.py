@@ -19,7 +19,7 @@ from billing import journal
 from ledger.balances import account_balance, list_balances, statement, trial_balance
 from ledger.errors import UnknownAccount
 from ledger.model import MAX_KEY_LENGTH, Balance, EntryRequest, Kind, Leg, PostResult, Transfer
-from ledger.posting import get_transfer
+from ledger.posting import get_transfer, reverse_transfer
 
 blp = Blueprint("ledger", __name__, url_prefix="/api/ledger", description="Double-entry ledger")
 
@@ -322,10 +322,10 @@ def read_transfer(transfer_id: uuid.UUID) -> dict[str, Any]:
 @blp.arguments(ReverseIn)
 @blp.response(201, EntryOut)
 @blp.alt_response(200, schema=EntryOut, description="a replay of an earlier identical reversal")
-def reverse_transfer(body: dict[str, Any], transfer_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+def reverse(body: dict[str, Any], transfer_id: uuid.UUID) -> tuple[dict[str, Any], int]:
     """Reverse a posted transfer; idempotent by `idempotency_key`, at most once per transfer."""
     result = transaction(
-        lambda s: journal.reverse(
+        lambda s: reverse_transfer(
             s, transfer_id, body["idempotency_key"], now(), body.get("description")
         )
     )

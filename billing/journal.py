@@ -6,7 +6,6 @@ flows that own them; a person corrects them with adjustments or reversals.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from billing.chart import ensure_system_accounts_named
 from billing.errors import KindNotAllowed
 from ledger.model import EntryRequest, Kind, PostResult
-from ledger.posting import post_entry, reverse_transfer
+from ledger.posting import post_entry
 
 MANUAL_KINDS = frozenset({Kind.ADJUSTMENT, Kind.OPENING})
 
@@ -33,14 +32,3 @@ def post_manual_entry(session: Session, entry: EntryRequest, now: datetime) -> P
     codes = {code for leg in entry.legs for code in (leg.debit, leg.credit)}
     ensure_system_accounts_named(session, codes, now)
     return post_entry(session, entry, now)
-
-
-def reverse(
-    session: Session,
-    transfer_id: uuid.UUID,
-    idempotency_key: str,
-    now: datetime,
-    description: str | None = None,
-) -> PostResult:
-    """Reverse one posted transfer (see `ledger.posting.reverse_transfer`)."""
-    return reverse_transfer(session, transfer_id, idempotency_key, now, description)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,7 +97,9 @@ def post_entries(
     for row in rows:
         if row["id"] in inserted:
             new_by_key[(row["kind"], row["idempotency_key"])].append(
-                _row_to_transfer(row, code_by_id)
+                _transfer_from(
+                    row, code_by_id[row["debit_account_id"]], code_by_id[row["credit_account_id"]]
+                )
             )
 
     results: list[PostResult] = []
@@ -174,23 +176,8 @@ def select_transfers(session: Session, *where: sa.ColumnElement[bool]) -> Iterab
         .order_by(transfers.c.kind, transfers.c.idempotency_key, transfers.c.leg)
     )
     for row in session.execute(query):
-        yield Transfer(
-            id=row.id,
-            journal_id=row.journal_id,
-            kind=Kind(row.kind),
-            idempotency_key=row.idempotency_key,
-            leg=row.leg,
-            fingerprint=row.fingerprint,
-            debit_account=row.debit_code,
-            credit_account=row.credit_code,
-            amount=row.amount,
-            currency=row.currency,
-            effective_at=row.effective_at,
-            posted_at=row.posted_at,
-            description=row.description,
-            metadata=row.metadata,
-            reverses_id=row.reverses_id,
-        )
+        values = row._mapping
+        yield _transfer_from(values, values["debit_code"], values["credit_code"])
 
 
 def _with_index(index: int, check: Any, *args: Any) -> None:
@@ -354,21 +341,22 @@ def _move_balances(
     )
 
 
-def _row_to_transfer(row: dict[str, Any], code_by_id: dict[int, str]) -> Transfer:
+def _transfer_from(values: Mapping[Any, Any], debit_code: str, credit_code: str) -> Transfer:
+    """A `Transfer` from a transfers row (or the dict it was inserted from) and its codes."""
     return Transfer(
-        id=row["id"],
-        journal_id=row["journal_id"],
-        kind=Kind(row["kind"]),
-        idempotency_key=row["idempotency_key"],
-        leg=row["leg"],
-        fingerprint=row["fingerprint"],
-        debit_account=code_by_id[row["debit_account_id"]],
-        credit_account=code_by_id[row["credit_account_id"]],
-        amount=row["amount"],
-        currency=row["currency"],
-        effective_at=row["effective_at"],
-        posted_at=row["posted_at"],
-        description=row["description"],
-        metadata=row["metadata"],
-        reverses_id=row["reverses_id"],
+        id=values["id"],
+        journal_id=values["journal_id"],
+        kind=Kind(values["kind"]),
+        idempotency_key=values["idempotency_key"],
+        leg=values["leg"],
+        fingerprint=values["fingerprint"],
+        debit_account=debit_code,
+        credit_account=credit_code,
+        amount=values["amount"],
+        currency=values["currency"],
+        effective_at=values["effective_at"],
+        posted_at=values["posted_at"],
+        description=values["description"],
+        metadata=values["metadata"],
+        reverses_id=values["reverses_id"],
     )
