@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from cachetools import TTLCache
 from flask import g, request
 
 from api.errors import ApiError
@@ -13,6 +15,23 @@ from api.runtime import transaction
 from billing.api_keys import role_for_key
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Key digest lookups are cached briefly per process: every SMS asks, and a revoked key stops
+# working within this many seconds everywhere.
+KEY_CACHE_SECONDS = 10
+_roles: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
+_roles_lock = threading.Lock()
+
+
+def role_of(token: str) -> str | None:
+    with _roles_lock:
+        if token in _roles:
+            return _roles[token]
+    role = transaction(lambda session: role_for_key(session, token))
+    if role is not None:  # unknown keys are not cached: a new key works at once
+        with _roles_lock:
+            _roles[token] = role
+    return role
 
 
 def bearer_token() -> str | None:
@@ -32,7 +51,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             token = bearer_token()
             if token is None:
                 raise ApiError(401, "unauthorized", "An API key is required (Bearer).")
-            role = transaction(lambda session: role_for_key(session, token))
+            role = role_of(token)
             if role is None:
                 raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")
             if role not in roles:

@@ -14,21 +14,34 @@ from webargs.flaskparser import FlaskParser, abort, is_json_request
 from api import jsonio
 
 
+def read_json(req: flask.Request) -> Any:
+    """The request's JSON body, parsed exactly; `core.missing` when there is no body.
+
+    Aborts 415 for a body that is not declared JSON and 400 (`malformed_json`) for one that
+    does not parse.
+    """
+    if not is_json_request(req):
+        if req.get_data(cache=True):
+            abort(415, message="Send JSON with Content-Type: application/json.")
+        return core.missing
+    try:
+        return jsonio.loads(req.get_data(cache=True))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        invalid_json(error)
+
+
+def invalid_json(error: Exception) -> NoReturn:
+    abort(400, exc=error, messages={"json": ["Invalid JSON body."]})
+
+
 class ExactParser(FlaskParser):
     def _raw_load_json(self, req: flask.Request) -> Any:
-        if not is_json_request(req):
-            if req.get_data(cache=True):
-                abort(415, message="Send JSON with Content-Type: application/json.")
-            return core.missing
-        try:
-            return jsonio.loads(req.get_data(cache=True))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as error:
-            self._handle_invalid_json_error(error, req)
+        return read_json(req)
 
     def _handle_invalid_json_error(
-        self, error: Any, req: flask.Request, *a: Any, **k: Any
+        self, error: Any, req: flask.Request, *args: Any, **kwargs: Any
     ) -> NoReturn:
-        abort(400, exc=error, messages={"json": ["Invalid JSON body."]})
+        invalid_json(error)
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -6,6 +6,7 @@ Each command opens one unit of work and calls one service function, like a reque
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -15,6 +16,8 @@ from flask.cli import AppGroup, FlaskGroup
 import migrations
 from api.runtime import runtime
 from billing.api_keys import create_key
+from billing.errors import InvalidRate
+from billing.rate_sheets import add_rates, parse_sheet
 from billing.tables import ROLES, api_keys
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
@@ -22,6 +25,27 @@ from ledger.db import unit_of_work
 db_group = AppGroup("db", help="Database schema.")
 keys_group = AppGroup("keys", help="API keys.")
 ledger_group = AppGroup("ledger", help="Ledger maintenance.")
+rates_group = AppGroup("rates", help="The rate table.")
+
+
+@rates_group.command("import")
+@click.argument("sheet", type=click.File("r", encoding="utf-8"))
+def rates_import(sheet: Any) -> None:
+    """Load a CSV rate sheet (columns: prefix, price, currency[, country, valid_from,
+    valid_to, plan]); identical rates already loaded are left as they are."""
+    state = runtime()
+    try:
+        rates = parse_sheet(sheet.read())
+        with unit_of_work(state.sessions) as session:
+            summary = add_rates(session, rates, state.clock())
+    except (InvalidRate, UnicodeDecodeError) as error:
+        click.echo(f"rate sheet refused: {error}", err=True)
+        for problem in getattr(error, "details", {}).get("errors", [])[:50]:
+            click.echo(f"  line {problem['line']}: {problem['message']}", err=True)
+        for conflict in getattr(error, "details", {}).get("conflicts", []):
+            click.echo(f"  {conflict}", err=True)
+        sys.exit(1)
+    click.echo(f"rates added: {summary.added}, already present: {summary.unchanged}")
 
 
 @db_group.command("upgrade")
@@ -76,7 +100,7 @@ def serve(host: str, port: int, threads: int) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, keys_group, ledger_group, serve):
+    for command in (db_group, keys_group, ledger_group, rates_group, serve):
         app.cli.add_command(command)
 
 

@@ -39,6 +39,10 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (ledger_errors.ImmutableTransfer, 409, "immutable_transfer"),
     (ledger_errors.RetryableConflict, 503, "busy_retry"),
     (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),
+    (billing_errors.InvalidUsage, 422, "validation_failed"),
+    (billing_errors.UnknownCustomer, 422, "unknown_customer"),
+    (billing_errors.InvalidSettings, 422, "invalid_settings"),
+    (billing_errors.InvalidRate, 422, "invalid_rate"),
     (billing_errors.InvalidRole, 422, "invalid_role"),
     (ledger_errors.LedgerError, 422, "invalid_request"),
 ]

@@ -16,3 +16,21 @@ class InvalidRole(BillingError):
 class KindNotAllowed(BillingError):
     """Raised when a manual journal entry uses a kind only the engine may post (usage,
     invoice, settlement, rounding) or reversal outside the reverse endpoint."""
+
+
+class InvalidSettings(BillingError):
+    """Raised when billing settings are inconsistent (threshold frequency without a threshold,
+    a percentage outside 1-100, an unknown field)."""
+
+
+class InvalidUsage(BillingError):
+    """Raised when usage events fail validation; `details["errors"]` lists every problem as
+    `{index, field, code, message}` so a batch is refused whole with all its reasons."""
+
+
+class UnknownCustomer(BillingError):
+    """Raised when usage names a user that does not exist and auto-provisioning is off."""
+
+
+class InvalidRate(BillingError):
+    """Raised when a rate (or a line of a rate file) is malformed; details name line and field."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ledger.tables import BigId, UtcDateTime, metadata
+from ledger.tables import BigId, Json, UtcDateTime, metadata
 
 ROLES = ("admin", "service", "accountant")
 
@@ -20,4 +20,112 @@ api_keys = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime, nullable=True),
     sa.CheckConstraint("role IN ('admin', 'service', 'accountant')", name="role_known"),
+)
+
+CUSTOMER_STATUSES = ("active", "suspended")
+INVOICE_STATUSES = ("pending", "processing", "paid", "failed", "cancelled")
+UNPAID_STATUSES = ("pending", "processing", "failed")
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("sippy_account_id", sa.String(64), nullable=True),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("rate_plan", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+)
+
+# Usage counters the ledger does not keep (it counts money, not messages): moved in the same
+# transaction as the usage transfers, under the same per-customer lock, and reduced by a close.
+usage_counters = sa.Table(
+    "usage_counters",
+    metadata,
+    sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), primary_key=True),
+    sa.Column("unbilled_messages", sa.BigInteger, nullable=False),
+    sa.Column("unbilled_segments", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("unbilled_messages >= 0 AND unbilled_segments >= 0", name="non_negative"),
+)
+
+# One row per scope: GLOBAL_SCOPE for the defaults, a user id for that user's overrides.
+# `values` holds only the fields set at that scope (money as integer micro-units).
+billing_settings = sa.Table(
+    "billing_settings",
+    metadata,
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("values", Json, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+rates = sa.Table(
+    "rates",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("plan", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(15), nullable=False),
+    sa.Column("country", sa.String(2), nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("price_micros", sa.BigInteger, nullable=False),
+    sa.Column("valid_from", UtcDateTime, nullable=False),
+    sa.Column("valid_to", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("price_micros > 0", name="price_positive"),
+    sa.CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="window_ordered"),
+    sa.UniqueConstraint("plan", "prefix", "currency", "valid_from", name="uq_rates_version"),
+)
+
+invoices = sa.Table(
+    "invoices",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("frequency", sa.String(16), nullable=False),
+    sa.Column("period_start", UtcDateTime, nullable=False),
+    sa.Column("period_end", UtcDateTime, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(
+        "status IN ('pending', 'processing', 'paid', 'failed', 'cancelled')", name="status_known"
+    ),
+    sa.UniqueConstraint("customer_id", "period_start", name="uq_invoices_customer_period"),
+    sa.Index("ix_invoices_customer_status", "customer_id", "status"),
+)
+
+# A threshold crossing asks for the customer's period to be closed; the request is durable so
+# nothing is lost while no close job runs. At most one open request per customer.
+close_requests = sa.Table(
+    "close_requests",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    sa.Column("served_at", UtcDateTime, nullable=True),
+    sa.Index(
+        "uq_close_requests_open",
+        "customer_id",
+        unique=True,
+        postgresql_where=sa.text("served_at IS NULL"),
+        sqlite_where=sa.text("served_at IS NULL"),
+    ),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # Makes "at most once per user, period and threshold" a unique constraint.
+    sa.Column("dedupe_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
 )

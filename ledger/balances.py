@@ -66,6 +66,16 @@ def account_balance(session: Session, code: str, as_of: datetime | None = None) 
     return _to_balance(row, as_of)
 
 
+def cached_balances(session: Session, codes: list[str]) -> dict[str, Balance]:
+    """Current balances of the existing accounts among `codes`, in one query."""
+    if not codes:
+        return {}
+    rows = session.execute(
+        sa.select(accounts, *_balance_columns(None)).where(accounts.c.code.in_(sorted(set(codes))))
+    )
+    return {row.code: _to_balance(row, None) for row in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class AccountPage:
     balances: list[Balance]

@@ -110,6 +110,10 @@ class EntryRequest:
     description: str | None = None
     metadata: dict[str, Any] | None = None
     currency: str | None = None
+    request: str | None = None
+    """The caller's own canonical request, when the legs are derived from it (a usage event
+    priced by the rate table): replays are then judged on what the caller sent, so a rate
+    change between a post and its retry is still a replay, not a conflict."""
 
     def fingerprint(self) -> str:
         """A digest of everything the caller said, so a replay can be told from a conflict.
@@ -117,6 +121,9 @@ class EntryRequest:
         Defaults filled in by the ledger (posting time) are not part of it: a retry of a
         request that left `effective_at` out is still the same request.
         """
+        if self.request is not None:
+            text = f"{self.kind.value}\n{self.request}"
+            return hashlib.sha256(text.encode()).hexdigest()[:32]
         canonical = {
             "kind": str(self.kind),
             "effective_at": self.effective_at.isoformat() if self.effective_at else None,

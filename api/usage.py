@@ -1,0 +1,142 @@
+"""The SMS service's API: post usage (one SMS or a batch) and ask before sending (SPEC §7,
+Appendix A "Post one SMS" and "Pre-send check").
+
+Usage bodies are validated by `billing.usage`, not marshmallow: a 10,000-event batch must be
+checked in milliseconds, and every problem reported with its event's index.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from api.auth import requires
+from api.blueprint import Blueprint, read_json
+from api.errors import ApiError
+from api.fields import money_text
+from api.runtime import now, runtime, transaction
+from billing.errors import InvalidUsage
+from billing.presend import Decision, check_send, parse_check
+from billing.usage import UsageResult, ingest_usage, validate_events
+from ledger.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint("usage", __name__, url_prefix="/api/usage", description="SMS usage")
+
+
+def _body() -> Any:
+    body = read_json(request)
+    if not isinstance(body, dict | list):
+        raise InvalidUsage(
+            'send a usage event or {"events": [...]}',
+            errors=[{"index": None, "field": "", "code": "invalid_type"}],
+        )
+    return body
+
+
+def present_result(result: UsageResult) -> dict[str, Any]:
+    transfer, details = result.transfer, result.details
+    return {
+        "message_id": result.message_id,
+        "status": result.status,
+        "transfer_id": str(transfer.id),
+        "amount": money_text(transfer.amount, transfer.currency),
+        "currency": transfer.currency,
+        "country": details.get("country"),
+        "prefix": details.get("prefix"),
+        "segments": details.get("segments"),
+    }
+
+
+@blp.route("", methods=["POST"])
+@requires("service")
+def post_usage() -> Any:
+    """Post one usage event, or `{"events": [...]}` (up to 10,000), atomically and idempotently
+    by `message_id`: 201 when anything was posted, 200 when every event was a replay."""
+    body = _body()
+    raw_events = body.get("events") if isinstance(body, dict) and "events" in body else [body]
+    if (
+        isinstance(body, dict)
+        and "events" in body
+        and (len(body) != 1 or not isinstance(raw_events, list))
+    ):
+        raise InvalidUsage(
+            'a batch is exactly {"events": [...]}',
+            errors=[{"index": None, "field": "events", "code": "invalid_type"}],
+        )
+    events = validate_events(raw_events)
+    defaults = runtime().config.billing
+    results = transaction(lambda s: ingest_usage(s, events, now(), defaults))
+    posted = sum(1 for r in results if r.status == "posted")
+    response = jsonify(
+        {
+            "posted": posted,
+            "duplicates": len(results) - posted,
+            "results": [present_result(r) for r in results],
+        }
+    )
+    response.status_code = 201 if posted else 200
+    return response
+
+
+def fail_open(view: Callable[..., Any]) -> Callable[..., Any]:
+    """If the engine itself fails, answer 503 with `"allowed": true` so a naive client sends:
+    a billing fault never blocks SMS unless a rule says block (SPEC §6)."""
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except (ApiError, LedgerError, HTTPException):
+            raise
+        except Exception:
+            log.exception("pre-send check failed; failing open")
+            response = jsonify(
+                {
+                    "error": {
+                        "code": "billing_unavailable",
+                        "message": "The billing engine could not decide; sending is allowed.",
+                        "details": {},
+                    },
+                    "allowed": True,
+                    "should_block": False,
+                }
+            )
+            response.status_code = 503
+            return response
+
+    return guarded
+
+
+def present_decision(decision: Decision) -> dict[str, Any]:
+    currency = decision.currency
+    return {
+        "allowed": decision.allowed,
+        "should_block": decision.should_block,
+        "reason": decision.reason,
+        "message": decision.message,
+        "currency": currency,
+        "unbilled": money_text(decision.unbilled, currency),
+        "limit": money_text(decision.limit, currency) if decision.limit is not None else None,
+        "percent_used": decision.percent_used,
+        "pending_billings": decision.pending_billings,
+        "pending_amount": money_text(decision.pending_amount, currency),
+        "estimated_cost": money_text(decision.estimated_cost, currency),
+    }
+
+
+@blp.route("/check", methods=["POST"])
+@fail_open
+@requires("service")
+def check() -> Any:
+    """May this user send now? `allowed`/`should_block` with a `reason` code when blocked."""
+    parsed = parse_check(_body())
+    defaults = runtime().config.billing
+    decision = transaction(lambda s: check_send(s, parsed, now(), defaults))
+    return present_decision(decision)

@@ -1,0 +1,97 @@
+"""Customers: the users the SMS platform bills, each with one currency and a chart of accounts.
+
+Provisioning creates the customer row, its usage counters and its ledger accounts together, and
+is safe to race: every insert ignores a row a concurrent unit of work created first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.chart import customer_specs, system_specs, validate_customer_id
+from billing.tables import customers, usage_counters
+from ledger.accounts import ensure_accounts, insert_ignoring_conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    user_id: str
+    name: str | None
+    currency: str
+    status: str
+    sippy_account_id: str | None
+    webhook_url: str | None
+    rate_plan: str | None
+    created_at: datetime
+
+    @property
+    def suspended(self) -> bool:
+        return self.status == "suspended"
+
+
+def _to_customer(row: Any) -> Customer:
+    return Customer(
+        row.user_id,
+        row.name,
+        row.currency,
+        row.status,
+        row.sippy_account_id,
+        row.webhook_url,
+        row.rate_plan,
+        row.created_at,
+    )
+
+
+def find_customers(session: Session, user_ids: Iterable[str]) -> dict[str, Customer]:
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    rows = session.execute(sa.select(customers).where(customers.c.user_id.in_(wanted)))
+    return {row.user_id: _to_customer(row) for row in rows}
+
+
+def provision_customers(
+    session: Session, user_ids: Iterable[str], currency: str, now: datetime
+) -> dict[str, Customer]:
+    """Create the customers that do not exist yet (with counters and accounts) and return all
+    of `user_ids`.
+
+    Raises: InvalidTransfer for an id that cannot name accounts; InvalidCurrency.
+    """
+    wanted = sorted({validate_customer_id(user_id) for user_id in user_ids})
+    if not wanted:
+        return {}
+    session.execute(
+        insert_ignoring_conflicts(session, customers).on_conflict_do_nothing(
+            index_elements=["user_id"]
+        ),
+        [
+            {
+                "user_id": user_id,
+                "currency": currency,
+                "status": "active",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for user_id in wanted
+        ],
+    )
+    session.execute(
+        insert_ignoring_conflicts(session, usage_counters).on_conflict_do_nothing(
+            index_elements=["customer_id"]
+        ),
+        [{"customer_id": u, "unbilled_messages": 0, "unbilled_segments": 0} for u in wanted],
+    )
+    found = find_customers(session, wanted)
+    specs = [spec for c in found.values() for spec in customer_specs(c.user_id, c.currency)]
+    specs += [
+        spec for cur in sorted({c.currency for c in found.values()}) for spec in system_specs(cur)
+    ]
+    ensure_accounts(session, specs, now)
+    return found

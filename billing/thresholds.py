@@ -1,0 +1,125 @@
+"""The threshold hook, run in the same transaction as every usage post.
+
+For customers billed by threshold: when unbilled usage reaches `threshold_amount` or
+`threshold_messages`, a close of their open period is requested (a durable row a job serves);
+at `notify_at_percent` an "approaching threshold" notification is stored, at most once per
+user, period and threshold (a unique key decides, so racing posts cannot send it twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.chart import unbilled_code
+from billing.settings import Settings
+from billing.tables import close_requests, customers, invoices, notifications, usage_counters
+from ledger.accounts import insert_ignoring_conflicts
+from ledger.balances import cached_balances
+
+
+def after_usage(
+    session: Session, customer_ids: Iterable[str], settings: Mapping[str, Settings], now: datetime
+) -> None:
+    watched = sorted(c for c in customer_ids if settings[c].frequency == "threshold")
+    if not watched:
+        return
+    for state in unbilled_state(session, watched):
+        customer_id, amount, messages, period_start = state
+        limits = settings[customer_id]
+        reached = (limits.threshold_amount is not None and amount >= limits.threshold_amount) or (
+            limits.threshold_messages is not None and messages >= limits.threshold_messages
+        )
+        if reached:
+            session.execute(
+                insert_ignoring_conflicts(session, close_requests).on_conflict_do_nothing(
+                    index_elements=["customer_id"], index_where=close_requests.c.served_at.is_(None)
+                ),
+                {"customer_id": customer_id, "reason": "threshold", "requested_at": now},
+            )
+        percent = percent_used(limits, amount, messages)
+        if (
+            limits.notifications_enabled
+            and percent is not None
+            and percent >= limits.notify_at_percent
+        ):
+            key = ":".join(
+                [
+                    "approaching_threshold",
+                    customer_id,
+                    period_start.isoformat(),
+                    str(limits.threshold_amount),
+                    str(limits.threshold_messages),
+                ]
+            )
+            session.execute(
+                insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
+                    index_elements=["dedupe_key"]
+                ),
+                {
+                    "customer_id": customer_id,
+                    "kind": "approaching_threshold",
+                    "dedupe_key": key,
+                    "payload": {
+                        "percent_used": round(percent, 2),
+                        "notify_at_percent": limits.notify_at_percent,
+                        "unbilled_micros": amount,
+                        "unbilled_messages": messages,
+                        "threshold_amount_micros": limits.threshold_amount,
+                        "threshold_messages": limits.threshold_messages,
+                        "period_start": period_start.isoformat(),
+                    },
+                    "created_at": now,
+                },
+            )
+
+
+def percent_used(limits: Settings, amount: int, messages: int) -> float | None:
+    """How far towards the nearer threshold, in percent (None without thresholds)."""
+    shares = []
+    if limits.threshold_amount:
+        shares.append(amount * 100 / limits.threshold_amount)
+    if limits.threshold_messages:
+        shares.append(messages * 100 / limits.threshold_messages)
+    return max(shares) if shares else None
+
+
+def unbilled_state(
+    session: Session, customer_ids: list[str]
+) -> list[tuple[str, int, int, datetime]]:
+    """(customer, unbilled micros, unbilled messages, open period start) from cached rows."""
+    period_start = (
+        sa.select(sa.func.max(invoices.c.period_end))
+        .where(invoices.c.customer_id == customers.c.user_id, invoices.c.status != "cancelled")
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        sa.select(
+            customers.c.user_id,
+            customers.c.created_at,
+            period_start.label("last_period_end"),
+            usage_counters.c.unbilled_messages,
+        )
+        .join(usage_counters, usage_counters.c.customer_id == customers.c.user_id)
+        .where(customers.c.user_id.in_(customer_ids))
+    ).all()
+    amounts = unbilled_amounts(session, customer_ids)
+    return [
+        (
+            row.user_id,
+            amounts.get(row.user_id, 0),
+            int(row.unbilled_messages),
+            row.last_period_end or row.created_at,
+        )
+        for row in rows
+    ]
+
+
+def unbilled_amounts(session: Session, customer_ids: list[str]) -> dict[str, int]:
+    """Cached unbilled balances of `customer:<id>:unbilled`, one query."""
+    codes = {unbilled_code(c): c for c in customer_ids}
+    found = cached_balances(session, list(codes))
+    return {codes[code]: balance.balance for code, balance in found.items()}

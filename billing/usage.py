@@ -1,0 +1,362 @@
+"""Usage ingestion: every SMS sent becomes one usage transfer, idempotent by `message_id`.
+
+A request (one event or a batch of up to 10,000) is validated and rated in Python, then posted
+in one set-based call to the ledger: all or nothing. Validation collects every problem of every
+event, so a refused batch says everything that is wrong with it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeGuard
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.chart import CUSTOMER_ID, system_code, unbilled_code
+from billing.config import BillingDefaults
+from billing.currency import validate_currency
+from billing.customers import Customer, find_customers, provision_customers
+from billing.errors import InvalidUsage, UnknownCustomer
+from billing.rating import Destination, count_segments, parse_destination, rate_cache
+from billing.settings import GLOBAL_SCOPE, effective_settings
+from billing.tables import usage_counters
+from billing.thresholds import after_usage
+from ledger.errors import LedgerError
+from ledger.model import MAX_KEY_LENGTH, EntryRequest, Kind, Leg, Transfer
+from ledger.money import parse_micros
+from ledger.posting import post_entries
+
+MAX_BATCH = 10_000
+MAX_SEGMENTS = 255
+EVENT_FIELDS = frozenset(
+    {
+        "message_id",
+        "user_id",
+        "destination",
+        "segments",
+        "text_length",
+        "encoding",
+        "sent_at",
+        "cost",
+        "currency",
+        "country",
+        "prefix",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One validated SMS, as the caller described it."""
+
+    message_id: str
+    user_id: str
+    destination: Destination
+    segments: int
+    sent_at: datetime | None
+    cost: int | None
+    currency: str | None
+    country: str | None
+    prefix: str | None
+    request: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    message_id: str
+    status: str
+    transfer: Transfer
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.transfer.metadata or {}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: object, limit: int) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment.astimezone(UTC) if moment.utcoffset() is not None else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _event(raw: dict[str, Any], problem: Any) -> UsageEvent | None:
+    """Validate one event, reporting each problem through `problem(field, code, message)`."""
+    for name in sorted(raw.keys() - EVENT_FIELDS):
+        problem(name, "unknown_field", f"{name} is not a usage field")
+    message_id = _text(raw.get("message_id"), MAX_KEY_LENGTH)
+    if message_id is None:
+        problem("message_id", "required", f"message_id must be 1-{MAX_KEY_LENGTH} characters")
+    user_id = raw.get("user_id")
+    if not isinstance(user_id, str) or not CUSTOMER_ID.match(user_id):
+        problem("user_id", "invalid_user_id", "user_id must be 1-64 letters, digits, . _ -")
+    destination = None
+    raw_destination = raw.get("destination")
+    if not isinstance(raw_destination, str) or not raw_destination:
+        problem("destination", "required", "destination is required (E.164, e.g. +447400123456)")
+    else:
+        destination = parse_destination(raw_destination[:32])
+        if destination is None:
+            problem("destination", "invalid_destination", "not a valid E.164 phone number")
+
+    segments = raw.get("segments")
+    text_length, encoding = raw.get("text_length"), raw.get("encoding")
+    if segments is not None:
+        if not _is_int(segments) or not 1 <= segments <= MAX_SEGMENTS:
+            problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}")
+            segments = None
+    elif text_length is not None or encoding is not None:
+        if encoding not in ("gsm7", "ucs2"):
+            problem("encoding", "invalid_encoding", "encoding must be gsm7 or ucs2")
+        if not _is_int(text_length) or not 0 <= text_length <= MAX_SEGMENTS * 67:
+            problem("text_length", "invalid_text_length", "text_length must be a count >= 0")
+        else:
+            if encoding in ("gsm7", "ucs2"):
+                segments = count_segments(text_length, encoding)
+    else:
+        problem("segments", "segments_required", "send segments, or text_length and encoding")
+
+    sent_at = None
+    if raw.get("sent_at") is not None:
+        sent_at = _instant(raw["sent_at"])
+        if sent_at is None:
+            problem("sent_at", "invalid_sent_at", "sent_at must be an RFC 3339 instant with offset")
+
+    cost = None
+    if raw.get("cost") is not None:
+        try:
+            cost = parse_micros(raw["cost"])
+        except LedgerError as error:
+            code = "too_many_decimals" if "decimal places" in error.message else "invalid_cost"
+            problem("cost", code, error.message)
+        else:
+            if cost <= 0:
+                problem("cost", "invalid_cost", "cost must be greater than zero")
+
+    currency = raw.get("currency")
+    if currency is not None:
+        try:
+            validate_currency(currency)
+        except LedgerError:
+            problem("currency", "invalid_currency", "currency must be an ISO 4217 code")
+
+    country = raw.get("country")
+    if country is not None and destination is not None and country != destination.country:
+        problem(
+            "country",
+            "country_mismatch",
+            f"the number is in {destination.country}, not {country!r}",
+        )
+    prefix = raw.get("prefix")
+    if prefix is not None and destination is not None:
+        if not isinstance(prefix, str) or not prefix or not destination.digits.startswith(prefix):
+            problem("prefix", "prefix_mismatch", "prefix must be leading digits of destination")
+
+    if None in (message_id, destination, segments) or not isinstance(user_id, str):
+        return None
+    request = json.dumps(
+        [
+            message_id,
+            user_id,
+            destination.e164 if destination else None,
+            raw.get("segments"),
+            raw.get("text_length"),
+            raw.get("encoding"),
+            sent_at.isoformat() if sent_at else None,
+            cost,
+            currency,
+            country,
+            prefix,
+        ],
+        default=str,
+    )
+    assert message_id is not None and destination is not None and segments is not None
+    return UsageEvent(
+        message_id,
+        user_id,
+        destination,
+        segments,
+        sent_at,
+        cost,
+        currency,
+        country,
+        prefix,
+        request,
+    )
+
+
+def validate_events(raw_events: Sequence[Any]) -> list[UsageEvent]:
+    """Validate a request's events; all of them, or InvalidUsage listing every problem.
+
+    Raises: InvalidUsage.
+    """
+    if len(raw_events) > MAX_BATCH:
+        raise InvalidUsage(
+            f"a batch holds at most {MAX_BATCH} events, this one {len(raw_events)}",
+            errors=[{"index": None, "field": "events", "code": "batch_too_large"}],
+        )
+    if not raw_events:
+        raise InvalidUsage(
+            "no events", errors=[{"index": None, "field": "events", "code": "required"}]
+        )
+    errors: list[dict[str, Any]] = []
+    events: list[UsageEvent] = []
+    for index, raw in enumerate(raw_events):
+
+        def problem(field: str, code: str, message: str, index: int = index) -> None:
+            errors.append({"index": index, "field": field, "code": code, "message": message})
+
+        if not isinstance(raw, dict):
+            problem("", "invalid_type", "an event is a JSON object")
+            continue
+        event = _event(raw, problem)
+        if event is not None:
+            events.append(event)
+    if errors:
+        raise InvalidUsage(f"{len(errors)} problem(s) in the usage events", errors=errors)
+    return events
+
+
+def ingest_usage(
+    session: Session, events: Sequence[UsageEvent], now: datetime, defaults: BillingDefaults
+) -> list[UsageResult]:
+    """Rate and post validated events in the caller's transaction, then run the threshold hook.
+
+    Raises: UnknownCustomer (auto-provisioning off), InvalidUsage (currency mismatch,
+    unpriceable destination), IdempotencyConflict.
+    """
+    user_ids = {event.user_id for event in events}
+    customers = find_customers(session, user_ids)
+    unknown = user_ids - customers.keys()
+    settings = effective_settings(session, user_ids, defaults, now)
+    if unknown:
+        if not defaults.auto_create_customers:
+            raise UnknownCustomer(
+                f"unknown user(s): {', '.join(sorted(unknown)[:10])}",
+                errors=[
+                    {"index": i, "field": "user_id", "code": "unknown_customer"}
+                    for i, e in enumerate(events)
+                    if e.user_id in unknown
+                ],
+            )
+        customers |= provision_customers(session, unknown, settings[GLOBAL_SCOPE].currency, now)
+
+    entries = _rate(session, events, customers, now)
+    results = post_entries(session, entries, now)
+    posted = [
+        UsageResult(event.message_id, result.status, result.transfers[0])
+        for event, result in zip(events, results, strict=True)
+    ]
+    _count(session, [r for r in posted if r.status == "posted"])
+    after_usage(session, {r.transfer.metadata["user_id"] for r in posted}, settings, now)  # type: ignore[index]
+    return posted
+
+
+def _rate(
+    session: Session,
+    events: Sequence[UsageEvent],
+    customers: dict[str, Customer],
+    now: datetime,
+) -> list[EntryRequest]:
+    table = rate_cache.get(session)
+    errors: list[dict[str, Any]] = []
+    entries: list[EntryRequest] = []
+    for index, event in enumerate(events):
+        customer = customers[event.user_id]
+        currency = customer.currency
+        if event.currency is not None and event.currency != currency:
+            errors.append(
+                {
+                    "index": index,
+                    "field": "currency",
+                    "code": "currency_mismatch",
+                    "message": f"user {event.user_id} is billed in {currency}",
+                }
+            )
+            continue
+        at = event.sent_at or now
+        rate = table.find(
+            event.prefix or event.destination.digits, currency, at, customer.rate_plan
+        )
+        if event.cost is not None:
+            amount, unit_price = event.cost, None
+        elif rate is None:
+            errors.append(
+                {
+                    "index": index,
+                    "field": "destination",
+                    "code": "unpriceable_destination",
+                    "message": f"no {currency} rate for {event.destination.e164}"
+                    f" at {at.isoformat()}",
+                }
+            )
+            continue
+        else:
+            amount, unit_price = rate.price_micros * event.segments, rate.price_micros
+        prefix = event.prefix or (rate.prefix if rate else event.destination.calling_code)
+        metadata = {
+            "user_id": event.user_id,
+            "destination": event.destination.e164,
+            "country": event.destination.country,
+            "prefix": prefix,
+            "segments": event.segments,
+            "rate_id": rate.id if rate and event.cost is None else None,
+            "unit_price": unit_price,
+            "priced_by": "cost" if event.cost is not None else "rate",
+        }
+        entries.append(
+            EntryRequest(
+                Kind.USAGE,
+                event.message_id,
+                (Leg(unbilled_code(event.user_id), system_code("revenue:sms", currency), amount),),
+                effective_at=event.sent_at,
+                metadata=metadata,
+                currency=currency,
+                request=event.request,
+            )
+        )
+    if errors:
+        raise InvalidUsage(f"{len(errors)} event(s) cannot be billed", errors=errors)
+    return entries
+
+
+_ADD_USAGE = (
+    sa.update(usage_counters)
+    .where(usage_counters.c.customer_id == sa.bindparam("customer"))
+    .values(
+        unbilled_messages=usage_counters.c.unbilled_messages + sa.bindparam("messages"),
+        unbilled_segments=usage_counters.c.unbilled_segments + sa.bindparam("segments_added"),
+    )
+)
+
+
+def _count(session: Session, posted: list[UsageResult]) -> None:
+    """Move each touched customer's message and segment counters once, in id order."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for result in posted:
+        details = result.details
+        totals[details["user_id"]][0] += 1
+        totals[details["user_id"]][1] += int(details["segments"])
+    if totals:
+        session.connection().execute(
+            _ADD_USAGE,
+            [
+                {"customer": c, "messages": m, "segments_added": s}
+                for c, (m, s) in sorted(totals.items())
+            ],
+        )
