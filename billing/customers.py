@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import customer_specs, system_specs, validate_customer_id
+from billing.errors import UnknownCustomer
 from billing.tables import customers, usage_counters
 from ledger.accounts import ensure_accounts, insert_ignoring_conflicts
 
@@ -95,3 +96,21 @@ def provision_customers(
     ]
     ensure_accounts(session, specs, now)
     return found
+
+
+def update_customer(session: Session, user_id: str, now: datetime, **changes: Any) -> Customer:
+    """Change a customer's status, name, Sippy account, webhook URL or rate plan.
+
+    Raises: UnknownCustomer.
+    """
+    allowed = {"status", "name", "sippy_account_id", "webhook_url", "rate_plan"}
+    assert set(changes) <= allowed, f"unknown customer fields: {set(changes) - allowed}"
+    updated = session.execute(
+        sa.update(customers)
+        .where(customers.c.user_id == user_id)
+        .values(**changes, updated_at=now)
+        .returning(customers)
+    ).one_or_none()
+    if updated is None:
+        raise UnknownCustomer(f"no customer {user_id!r}", user_id=user_id)
+    return _to_customer(updated)

@@ -131,3 +131,35 @@ def effective_settings(
     for user_id in wanted - {GLOBAL_SCOPE}:
         result[user_id] = merge(base, stored.get(user_id, {}))
     return result
+
+
+def put_settings(
+    session: Session,
+    scope: str,
+    changes: Mapping[str, Any],
+    defaults: BillingDefaults,
+    now: datetime,
+) -> Settings:
+    """Set fields at `scope` (GLOBAL_SCOPE or a user id) and return the resulting effective
+    settings, validated as a whole: a user's threshold frequency needs a threshold somewhere.
+
+    Raises: InvalidSettings.
+    """
+    current = effective_settings(session, [] if scope == GLOBAL_SCOPE else [scope], defaults, now)
+    stored = session.execute(
+        sa.select(billing_settings.c["values"]).where(billing_settings.c.scope == scope)
+    ).scalar_one_or_none()
+    values = {**(stored or {}), **dict(changes)}
+    base = Settings() if scope == GLOBAL_SCOPE else current[GLOBAL_SCOPE]
+    effective = validate(merge(base, values))
+    if stored is None:
+        session.execute(
+            sa.insert(billing_settings).values(scope=scope, values=values, updated_at=now)
+        )
+    else:
+        session.execute(
+            sa.update(billing_settings)
+            .where(billing_settings.c.scope == scope)
+            .values({"values": values, "updated_at": now})
+        )
+    return effective
