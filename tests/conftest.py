@@ -11,6 +11,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -105,8 +106,10 @@ def clock() -> Clock:
     return Clock()
 
 
-def build_app(database_url: str, clock: Clock) -> tuple[object, dict[str, str]]:
-    app = create_app(Config(database_url=database_url), clock=clock)
+def build_app(
+    database_url: str, clock: Clock, config: Config | None = None
+) -> tuple[Any, dict[str, str]]:
+    app = create_app(config or Config(database_url=database_url), clock=clock)
     app.config["TESTING"] = True
     keys = {}
     runtime = app.extensions["smsledger"]

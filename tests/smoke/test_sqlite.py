@@ -134,3 +134,21 @@ def test_smsledger_serve_runs_the_api_on_a_fresh_directory(tmp_path: Path) -> No
         server.terminate()
         server.wait(timeout=10)
         server.stdout.close()  # type: ignore[union-attr]
+
+
+def test_usage_and_the_check_work_on_sqlite(sqlite_url: str) -> None:
+    app, keys = build_app(sqlite_url, Clock())
+    runner = app.test_cli_runner()
+    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+    assert runner.invoke(args=["rates", "import", str(sheet)]).exit_code == 0
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {keys['service']}"}
+    event = {"message_id": "m1", "user_id": "42", "destination": "+447400123456", "segments": 1}
+    batch = {"events": [event, {**event, "message_id": "m2", "destination": "+12025550123"}]}
+    assert client.post("/api/usage", json=batch, headers=headers).status_code == 201
+    assert client.post("/api/usage", json=event, headers=headers).status_code == 200
+    check = client.post(
+        "/api/usage/check", json={"user_id": "42", "message_count": 1}, headers=headers
+    ).json
+    assert check["allowed"] is True and check["unbilled"] == "0.013"
+    app.extensions["smsledger"].engine.dispose()
