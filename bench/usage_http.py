@@ -1,0 +1,291 @@
+"""Usage ingestion and the pre-send check through the real HTTP stack (gunicorn) on PostgreSQL.
+
+    .venv/bin/python -m bench.usage_http [--seconds 15] [--batches 30]
+
+Starts a throwaway PostgreSQL as the tests do, migrates it, loads `examples/rates.csv`, starts
+gunicorn (2 workers x 8 threads, the machine has 2 cores) and drives it with `wrk` (installed
+from Debian's packages when missing and running as root):
+- single-event posts with 1 and with 16 connections;
+- the pre-send check's latency (p50/p99) from 2 more connections *while* 16 connections post;
+- batches of 1,000 events from 2 concurrent Python clients.
+Every request must answer 2xx; the ledger is checked at the end (`ledger check`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+import migrations
+from billing.api_keys import create_key
+from billing.rate_sheets import add_rates, parse_sheet
+from ledger.checks import check_ledger
+from ledger.db import make_engine, make_session_factory, unit_of_work
+from tests.conftest import NOW
+from tests.pgserver import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[1]
+CUSTOMERS = 50
+
+POST_ONE = """
+local counter = 0
+local run = "%(run)s"
+function setup(thread)
+  thread:set("tid", tostring(math.random(1, 1000000000)))
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"message_id":"%%s-%%s-%%d","user_id":"c%%d","destination":"+447400123456","segments":1}',
+    run, tid, counter, counter %% %(customers)d)
+  return wrk.format("POST", "/api/usage", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(key)s"}, body)
+end
+"""
+
+CHECK = """
+local counter = 0
+function request()
+  counter = counter + 1
+  local body = string.format('{"user_id":"c%%d","message_count":1,"destination":"+447400123456"}',
+    counter %% %(customers)d)
+  return wrk.format("POST", "/api/usage/check", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(key)s"}, body)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
+        return shutil.which("wrk") or "wrk"
+    raise SystemExit("wrk is needed: apt-get install wrk")
+
+
+def run_wrk(wrk: str, script: str, url: str, connections: int, seconds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    threads = min(connections, 2)
+    output = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            handle.name,
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    os.unlink(handle.name)
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        found = re.search(rf"^\s+{pct}%\s+(\S+)", output, re.M)
+        if found:
+            result[f"p{pct}_ms"] = ms(found.group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non_2xx"] = float(bad.group(1)) if bad else 0.0
+    errors = re.search(r"Socket errors: (.*)", output)
+    result["socket_errors"] = errors.group(1) if errors else ""  # type: ignore[assignment]
+    return result
+
+
+def post_batches(base: str, key: str, batches: int, clients: int) -> float:
+    def client(index: int) -> None:
+        session = requests.Session()
+        for n in range(batches // clients):
+            events = [
+                {
+                    "message_id": f"batch-{index}-{n}-{k}",
+                    "user_id": f"c{k % CUSTOMERS}",
+                    "destination": "+447400123456",
+                    "segments": 1,
+                }
+                for k in range(1000)
+            ]
+            response = session.post(
+                f"{base}/api/usage",
+                data=json.dumps({"events": events}),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                timeout=120,
+            )
+            assert response.status_code == 201, response.text[:300]
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return (batches // clients) * clients * 1000 / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--batches", type=int, default=30)
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+
+    server = PostgresServer()
+    admin_url = server.start()
+    gunicorn = None
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql("CREATE DATABASE bench")
+            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
+        admin.dispose()
+        url = server.url("bench")
+        migrations.upgrade(url)
+        engine = make_engine(url)
+        sessions = make_session_factory(engine)
+        with unit_of_work(sessions) as session:
+            add_rates(session, parse_sheet((ROOT / "examples" / "rates.csv").read_text()), NOW)
+            key, _ = create_key(session, "service", "bench", NOW)
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
+        gunicorn = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "-w",
+                "2",
+                "-k",
+                "gthread",
+                "--threads",
+                "8",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        warm = [
+            {
+                "message_id": f"warm-{n}",
+                "user_id": f"c{n}",
+                "destination": "+447400123456",
+                "segments": 1,
+            }
+            for n in range(CUSTOMERS)
+        ]
+        requests.post(
+            f"{base}/api/usage",
+            json={"events": warm},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        ).raise_for_status()
+
+        values = {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
+        single_1 = run_wrk(wrk, POST_ONE % values, base, 1, args.seconds)
+        values["run"] = uuid.uuid4().hex[:8]
+        results: dict[str, dict[str, float]] = {}
+
+        def checks() -> None:
+            time.sleep(1)
+            results["check"] = run_wrk(wrk, CHECK % values, base, 2, args.seconds - 2)
+
+        checker = threading.Thread(target=checks)
+        checker.start()
+        single_16 = run_wrk(wrk, POST_ONE % values, base, 16, args.seconds)
+        checker.join()
+        check_idle = run_wrk(wrk, CHECK % values, base, 2, 5)
+        batch_rate = post_batches(base, key, args.batches, 2)
+
+        with unit_of_work(sessions) as session:
+            problems = check_ledger(session)
+            rows = session.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
+        engine.dispose()
+    finally:
+        if gunicorn is not None:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=20)
+        server.stop()
+
+    print(f"command: python -m bench.usage_http {' '.join(sys.argv[1:])}".rstrip())
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()},"
+    )
+    print(f"  PostgreSQL {pg_version}, gunicorn 2 workers x 8 threads, wrk on the same machine")
+    print(f"transfers at the end: {rows}; ledger check: {'ok' if not problems else problems[:3]}")
+    print("| measure | figure |")
+    print("|---|---|")
+    print(
+        f"| single-event posts, 1 connection | {single_1['rps']:,.0f} events/s (p50 {single_1['p50_ms']:.1f} ms) |"
+    )
+    print(
+        f"| single-event posts, 16 connections | {single_16['rps']:,.0f} events/s (p99 {single_16['p99_ms']:.1f} ms) |"
+    )
+    check = results["check"]
+    print(
+        f"| pre-send check under that load (2 conns) | p50 {check['p50_ms']:.1f} ms, p99 {check['p99_ms']:.1f} ms |"
+    )
+    print(
+        f"| pre-send check, idle (2 conns) | p50 {check_idle['p50_ms']:.1f} ms, p99 {check_idle['p99_ms']:.1f} ms, {check_idle['rps']:,.0f}/s |"
+    )
+    print(f"| batches of 1,000, 2 clients | {batch_rate:,.0f} events/s |")
+    for name, figures in (
+        ("single 1", single_1),
+        ("single 16", single_16),
+        ("check", check),
+        ("check idle", check_idle),
+    ):
+        if figures["non_2xx"] or figures["socket_errors"]:
+            print(
+                f"WARNING {name}: non-2xx {figures['non_2xx']:.0f}, socket errors {figures['socket_errors']}"
+            )
+
+
+if __name__ == "__main__":
+    main()
