@@ -254,27 +254,33 @@ def main() -> None:
         server.stop()
 
     print(f"command: python -m bench.usage_http {' '.join(sys.argv[1:])}".rstrip())
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()},"
-    )
-    print(f"  PostgreSQL {pg_version}, gunicorn 2 workers x 8 threads, wrk on the same machine")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores,")
+    print(f"  python {platform.python_version()}, PostgreSQL {pg_version},")
+    print("  gunicorn 2 workers x 8 threads (gthread), wrk on the same machine")
     print(f"transfers at the end: {rows}; ledger check: {'ok' if not problems else problems[:3]}")
+    check = results["check"]
+    rows_out = [
+        ("single-event posts, 1 connection", f"{single_1['rps']:,.0f} events/s"),
+        ("single-event posts, 16 connections", f"{single_16['rps']:,.0f} events/s"),
+        (
+            "  their latency p50 / p99",
+            f"{single_16['p50_ms']:.1f} / {single_16['p99_ms']:.1f} ms",
+        ),
+        (
+            "pre-send check during those 16-connection posts, p50 / p99",
+            f"{check['p50_ms']:.1f} / {check['p99_ms']:.1f} ms",
+        ),
+        (
+            "pre-send check alone (2 connections), p50 / p99",
+            f"{check_idle['p50_ms']:.1f} / {check_idle['p99_ms']:.1f} ms"
+            f" ({check_idle['rps']:,.0f}/s)",
+        ),
+        ("batches of 1,000 events, 2 clients", f"{batch_rate:,.0f} events/s"),
+    ]
     print("| measure | figure |")
     print("|---|---|")
-    print(
-        f"| single-event posts, 1 connection | {single_1['rps']:,.0f} events/s (p50 {single_1['p50_ms']:.1f} ms) |"
-    )
-    print(
-        f"| single-event posts, 16 connections | {single_16['rps']:,.0f} events/s (p99 {single_16['p99_ms']:.1f} ms) |"
-    )
-    check = results["check"]
-    print(
-        f"| pre-send check under that load (2 conns) | p50 {check['p50_ms']:.1f} ms, p99 {check['p99_ms']:.1f} ms |"
-    )
-    print(
-        f"| pre-send check, idle (2 conns) | p50 {check_idle['p50_ms']:.1f} ms, p99 {check_idle['p99_ms']:.1f} ms, {check_idle['rps']:,.0f}/s |"
-    )
-    print(f"| batches of 1,000, 2 clients | {batch_rate:,.0f} events/s |")
+    for label, figure in rows_out:
+        print(f"| {label} | {figure} |")
     for name, figures in (
         ("single 1", single_1),
         ("single 16", single_16),
@@ -283,7 +289,8 @@ def main() -> None:
     ):
         if figures["non_2xx"] or figures["socket_errors"]:
             print(
-                f"WARNING {name}: non-2xx {figures['non_2xx']:.0f}, socket errors {figures['socket_errors']}"
+                f"WARNING {name}: non-2xx {figures['non_2xx']:.0f},"
+                f" socket errors {figures['socket_errors']}"
             )
 
 

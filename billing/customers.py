@@ -49,11 +49,14 @@ def _to_customer(row: Any) -> Customer:
     )
 
 
+_FIND = sa.select(customers).where(customers.c.user_id.in_(sa.bindparam("ids", expanding=True)))
+
+
 def find_customers(session: Session, user_ids: Iterable[str]) -> dict[str, Customer]:
     wanted = sorted(set(user_ids))
     if not wanted:
         return {}
-    rows = session.execute(sa.select(customers).where(customers.c.user_id.in_(wanted)))
+    rows = session.connection().execute(_FIND, {"ids": wanted})
     return {row.user_id: _to_customer(row) for row in rows}
 
 

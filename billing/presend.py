@@ -17,14 +17,13 @@ from sqlalchemy.orm import Session
 
 from billing.chart import CUSTOMER_ID, receivable_code, unbilled_code
 from billing.config import BillingDefaults
-from billing.customers import find_customers
 from billing.errors import InvalidUsage
 from billing.rating import parse_destination, rate_cache
-from billing.settings import effective_settings
-from billing.tables import UNPAID_STATUSES, invoices
-from ledger.balances import cached_balances
+from billing.settings import global_settings, merge
+from billing.tables import UNPAID_STATUSES, billing_settings, customers, invoices
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
+from ledger.tables import accounts, balances
 
 MAX_MESSAGES = 1_000_000
 
@@ -106,23 +105,14 @@ def parse_check(body: Any) -> SendCheck:
 def check_send(
     session: Session, check: SendCheck, now: datetime, defaults: BillingDefaults
 ) -> Decision:
-    customer = find_customers(session, [check.user_id]).get(check.user_id)
-    settings = effective_settings(session, [check.user_id], defaults, now)[check.user_id]
-    currency = customer.currency if customer else settings.currency
-    balances = cached_balances(
-        session, [unbilled_code(check.user_id), receivable_code(check.user_id)]
-    )
-    unbilled = balances[unbilled_code(check.user_id)].balance if customer and balances else 0
-    receivable = balances[receivable_code(check.user_id)].balance if customer and balances else 0
-    rows = session.execute(
-        sa.select(invoices.c.status, sa.func.count())
-        .where(invoices.c.customer_id == check.user_id, invoices.c.status.in_(UNPAID_STATUSES))
-        .group_by(invoices.c.status)
-    ).all()
-    counts = {row[0]: int(row[1]) for row in rows}
-    unpaid = sum(counts.values())
-    awaiting_approval = counts.get("pending", 0)
-    cost = _estimate(session, check, currency, customer.rate_plan if customer else None, now)
+    state = _state(session, check.user_id)
+    base = global_settings(session, defaults, now)
+    settings = merge(base, state.overrides or {})
+    customer = state.customer
+    currency = customer["currency"] if customer else settings.currency
+    unbilled, receivable = state.unbilled, state.receivable
+    unpaid, awaiting_approval = state.unpaid, state.awaiting_approval
+    cost = _estimate(session, check, currency, customer["rate_plan"] if customer else None, now)
     limit = (
         settings.credit_limit if settings.credit_limit is not None else settings.threshold_amount
     )
@@ -142,7 +132,7 @@ def check_send(
             cost,
         )
 
-    if customer and customer.suspended:
+    if customer and customer["status"] == "suspended":
         return decide("customer_suspended", "The customer is suspended.")
     if settings.require_manual_approval and awaiting_approval:
         return decide(
@@ -168,6 +158,87 @@ def check_send(
                 "Unbilled and unpaid usage plus this send would exceed the credit limit.",
             )
     return decide(None, "Sending is allowed.")
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    customer: dict[str, Any] | None
+    overrides: dict[str, Any] | None
+    unbilled: int
+    receivable: int
+    unpaid: int
+    awaiting_approval: int
+
+
+def _balance_of(code: sa.BindParameter[str]) -> sa.ScalarSelect[Any]:
+    # Customer accounts are asset accounts: balance = debits - credits, over its slots.
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(balances.c.debits - balances.c.credits), 0))
+        .join(accounts, accounts.c.id == balances.c.account_id)
+        .where(accounts.c.code == code)
+        .scalar_subquery()
+    )
+
+
+def _invoices_in(statuses: tuple[str, ...]) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(sa.func.count())
+        .where(invoices.c.customer_id == sa.bindparam("user_id"), invoices.c.status.in_(statuses))
+        .scalar_subquery()
+    )
+
+
+def _customer_field(name: str) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(customers.c[name])
+        .where(customers.c.user_id == sa.bindparam("user_id"))
+        .scalar_subquery()
+    )
+
+
+# Built once: every SMS asks, and building the expression costs more than running it.
+_STATE = sa.select(
+    _customer_field("currency").label("currency"),
+    _customer_field("status").label("status"),
+    _customer_field("rate_plan").label("rate_plan"),
+    sa.select(billing_settings.c["values"])
+    .where(billing_settings.c.scope == sa.bindparam("user_id"))
+    .scalar_subquery()
+    .label("overrides"),
+    _balance_of(sa.bindparam("unbilled_code")).label("unbilled"),
+    _balance_of(sa.bindparam("receivable_code")).label("receivable"),
+    _invoices_in(UNPAID_STATUSES).label("unpaid"),
+    _invoices_in(("pending",)).label("awaiting_approval"),
+)
+
+
+def _state(session: Session, user_id: str) -> _State:
+    """Everything the decision needs, by primary keys and indexes, in one statement."""
+    row = (
+        session.connection()
+        .execute(
+            _STATE,
+            {
+                "user_id": user_id,
+                "unbilled_code": unbilled_code(user_id),
+                "receivable_code": receivable_code(user_id),
+            },
+        )
+        .one()
+    )
+    customer = (
+        {"currency": row.currency, "status": row.status, "rate_plan": row.rate_plan}
+        if row.currency is not None
+        else None
+    )
+    return _State(
+        customer,
+        row.overrides,
+        int(row.unbilled),
+        int(row.receivable),
+        int(row.unpaid),
+        int(row.awaiting_approval),
+    )
 
 
 def _estimate(

@@ -7,6 +7,7 @@ that the stored row is the truth and the environment is not read again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
@@ -99,9 +100,28 @@ def merge(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     return replace(base, **dict(overrides))
 
 
+GLOBAL_CACHE_SECONDS = 5.0
+_global_cache: dict[str, tuple[float, Settings]] = {}
+
+
 def global_settings(session: Session, defaults: BillingDefaults, now: datetime) -> Settings:
-    """The stored global settings, seeded from the environment's defaults on first use."""
-    return effective_settings(session, [], defaults, now)[GLOBAL_SCOPE]
+    """The stored global settings, seeded from the environment's defaults on first use.
+
+    Read on every pre-send check, so held per process for a few seconds; a change made through
+    this process is seen at once, one made elsewhere within `GLOBAL_CACHE_SECONDS`.
+    """
+    key = str(session.get_bind().engine.url)
+    cached = _global_cache.get(key)
+    if cached and time.monotonic() - cached[0] < GLOBAL_CACHE_SECONDS:
+        return cached[1]
+    found = effective_settings(session, [], defaults, now)[GLOBAL_SCOPE]
+    _global_cache[key] = (time.monotonic(), found)
+    return found
+
+
+_READ = sa.select(billing_settings.c.scope, billing_settings.c["values"]).where(
+    billing_settings.c.scope.in_(sa.bindparam("scopes", expanding=True))
+)
 
 
 def effective_settings(
@@ -109,11 +129,7 @@ def effective_settings(
 ) -> dict[str, Settings]:
     """Effective settings for each user (and the global ones under `GLOBAL_SCOPE`), one query."""
     wanted = {GLOBAL_SCOPE, *user_ids}
-    rows = session.execute(
-        sa.select(billing_settings.c.scope, billing_settings.c["values"]).where(
-            billing_settings.c.scope.in_(sorted(wanted))
-        )
-    ).all()
+    rows = session.connection().execute(_READ, {"scopes": sorted(wanted)}).all()
     stored = {row[0]: row[1] for row in rows}
     if GLOBAL_SCOPE not in stored:
         seeded = defaults_from(defaults).as_values()
@@ -152,6 +168,7 @@ def put_settings(
     values = {**(stored or {}), **dict(changes)}
     base = Settings() if scope == GLOBAL_SCOPE else current[GLOBAL_SCOPE]
     effective = validate(merge(base, values))
+    _global_cache.clear()
     if stored is None:
         session.execute(
             sa.insert(billing_settings).values(scope=scope, values=values, updated_at=now)

@@ -7,11 +7,13 @@ refused rather than silently ignored.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,13 +42,43 @@ def row_to_account(row: Any) -> Account:
     )
 
 
+# Accounts never change once created, so each process remembers the ones it has seen in a
+# committed unit of work (per engine: per database). Rows read or created in a unit of work that
+# rolls back are forgotten with it.
+_committed: weakref.WeakKeyDictionary[sa.Engine, dict[str, Account]] = weakref.WeakKeyDictionary()
+_SEEN = "ledger.accounts_seen"
+
+
+def _engine_of(session: Session) -> sa.Engine:
+    return session.get_bind().engine
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_accounts(session: Session) -> None:
+    seen = session.info.pop(_SEEN, None)
+    if seen:
+        _committed.setdefault(_engine_of(session), {}).update(seen)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_accounts(session: Session) -> None:
+    session.info.pop(_SEEN, None)
+
+
 def find_accounts(session: Session, codes: Iterable[str]) -> dict[str, Account]:
-    """The accounts among `codes` that exist, by code (one query)."""
-    wanted = sorted(set(codes))
+    """The accounts among `codes` that exist, by code (at most one query)."""
+    wanted = set(codes)
     if not wanted:
         return {}
-    rows = session.execute(sa.select(accounts).where(accounts.c.code.in_(wanted)))
-    return {row.code: row_to_account(row) for row in rows}
+    known = _committed.get(_engine_of(session), {})
+    found = {code: known[code] for code in wanted if code in known}
+    missing = sorted(wanted - found.keys())
+    if missing:
+        rows = session.execute(sa.select(accounts).where(accounts.c.code.in_(missing)))
+        fresh = {row.code: row_to_account(row) for row in rows}
+        session.info.setdefault(_SEEN, {}).update(fresh)
+        found.update(fresh)
+    return found
 
 
 def get_account(session: Session, code: str) -> Account:

@@ -89,7 +89,12 @@ def make_engine(url: str, **options: Any) -> sa.Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    options.setdefault("pool_pre_ping", True)
+    # No pre-ping round trip per checkout: a connection the server dropped fails its unit of
+    # work with `connection_invalidated`, which `run_in_transaction` retries on a fresh one.
+    options.setdefault("pool_recycle", 1800)
+    if url.startswith("postgresql+psycopg2") or url.startswith("postgresql://"):
+        # Batched UPDATE executemany: one round trip, statements still run in list order.
+        options.setdefault("executemany_mode", "values_plus_batch")
     return sa.create_engine(url, **options)
 
 
@@ -144,7 +149,10 @@ def run_in_transaction(
 
 
 def is_retryable(error: DBAPIError) -> bool:
-    """Deadlocks and serialization failures on PostgreSQL; a busy database on SQLite."""
+    """Deadlocks and serialization failures on PostgreSQL; a busy database on SQLite; a
+    connection the server closed."""
+    if error.connection_invalidated:
+        return True
     pgcode = getattr(error.orig, "pgcode", None)
     if pgcode in _RETRYABLE_PGCODES:
         return True

@@ -10,6 +10,7 @@ then its content decides between a replay (`duplicate`) and `IdempotencyConflict
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections import defaultdict
@@ -19,11 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 import uuid6
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger import db
-from ledger.accounts import find_accounts, insert_ignoring_conflicts
+from ledger.accounts import find_accounts
 from ledger.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -76,13 +78,9 @@ def post_entries(
     inserted: set[uuid.UUID] = set()
     if rows:
         rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
-        statement = (
-            insert_ignoring_conflicts(session, transfers)
-            .on_conflict_do_nothing(index_elements=["kind", "idempotency_key", "leg"])
-            .returning(transfers.c.id)
-        )
+        statement = _insert_transfers(session.get_bind().dialect.name)
         try:
-            inserted = set(session.scalars(statement, rows))
+            inserted = set(session.connection().execute(statement, rows).scalars())
         except IntegrityError as error:
             if db.constraint_name(error) == "uq_transfers_reverses_id":
                 raise AlreadyReversed("that transfer has already been reversed") from error
@@ -115,6 +113,17 @@ def post_entries(
             raise _conflict(entry, index)
         results.append(PostResult("duplicate", tuple(previous)))
     return results
+
+
+@functools.cache
+def _insert_transfers(dialect: str) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(transfers)
+        .on_conflict_do_nothing(index_elements=["kind", "idempotency_key", "leg"])
+        .returning(transfers.c.id)
+    )
 
 
 def reverse_transfer(
@@ -301,9 +310,10 @@ def _move_balances(
 ) -> None:
     """Add the new transfers to the cached balances.
 
-    The touched rows are locked in one statement in (account, slot) order, so concurrent posts
-    cannot deadlock; limits are checked on the locked values (to name the account), then each
-    row is updated once. The named CHECKs on `balances` remain the database's own guarantee.
+    Rows are updated once each, in (account, slot) order, so concurrent posts cannot deadlock.
+    When a limit could break, the rows are first locked in that order and the limits checked on
+    the locked values, to name the account; the named CHECKs on `balances` remain the
+    database's own guarantee either way.
     A hot account takes one random slot for this whole call.
     """
     account_by_id = {account.id: account for account in account_by_code.values()}
@@ -319,7 +329,14 @@ def _move_balances(
     if not deltas:
         return
     connection = session.connection()
-    locked = connection.execute(_LOCK_BALANCE_ROWS, {"rows": sorted(deltas)})
+    # Only a row whose limit this posting could break needs reading first (to name the account);
+    # usage only debits `unbilled`, whose limit is on credits, so ingestion skips the read.
+    at_risk = any(
+        (account_by_id[a].debits_must_not_exceed_credits and d > 0)
+        or (account_by_id[a].credits_must_not_exceed_debits and c > 0)
+        for (a, _slot), (d, c) in deltas.items()
+    )
+    locked = connection.execute(_LOCK_BALANCE_ROWS, {"rows": sorted(deltas)}) if at_risk else ()
     for row in locked:
         debit_delta, credit_delta = deltas[(row.account_id, row.slot)]
         debits, credits = row.debits + debit_delta, row.credits + credit_delta
