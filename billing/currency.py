@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from babel.numbers import get_currency_precision, is_currency
 
 from ledger.errors import InvalidCurrency
@@ -20,6 +22,7 @@ def validate_currency(code: object) -> str:
     return code
 
 
+@functools.cache
 def minor_units(code: str) -> int:
     """Decimal places of the currency's minor unit (USD 2, JPY 0, BHD 3)."""
     return int(get_currency_precision(code))

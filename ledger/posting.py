@@ -10,7 +10,6 @@ then its content decides between a replay (`duplicate`) and `IdempotencyConflict
 
 from __future__ import annotations
 
-import functools
 import random
 import uuid
 from collections import defaultdict
@@ -20,12 +19,12 @@ from typing import Any
 
 import sqlalchemy as sa
 import uuid6
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger import db
 from ledger.accounts import find_accounts
+from ledger.bulk import insert_transfers
 from ledger.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -62,9 +61,10 @@ def post_entries(
     fingerprints = [entry.fingerprint() for entry in entries]
     account_by_code = _resolve_accounts(session, entries)
 
+    keys = [(entry.kind.value, entry.idempotency_key) for entry in entries]
     first_seen: dict[EntryKey, int] = {}
     for index, entry in enumerate(entries):
-        key = (entry.kind.value, entry.idempotency_key)
+        key = keys[index]
         if key in first_seen and fingerprints[first_seen[key]] != fingerprints[index]:
             raise _conflict(entry, index)
         first_seen.setdefault(key, index)
@@ -78,9 +78,8 @@ def post_entries(
     inserted: set[uuid.UUID] = set()
     if rows:
         rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
-        statement = _insert_transfers(session.get_bind().dialect.name)
         try:
-            inserted = set(session.connection().execute(statement, rows).scalars())
+            inserted = insert_transfers(session, rows)
         except IntegrityError as error:
             if db.constraint_name(error) == "uq_transfers_reverses_id":
                 raise AlreadyReversed("that transfer has already been reversed") from error
@@ -102,7 +101,7 @@ def post_entries(
 
     results: list[PostResult] = []
     for index, entry in enumerate(entries):
-        key = (entry.kind.value, entry.idempotency_key)
+        key = keys[index]
         if key in new_by_key and first_seen[key] == index:
             if len(new_by_key[key]) != len(entry.legs):
                 raise _conflict(entry, index)
@@ -113,17 +112,6 @@ def post_entries(
             raise _conflict(entry, index)
         results.append(PostResult("duplicate", tuple(previous)))
     return results
-
-
-@functools.cache
-def _insert_transfers(dialect: str) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(transfers)
-        .on_conflict_do_nothing(index_elements=["kind", "idempotency_key", "leg"])
-        .returning(transfers.c.id)
-    )
 
 
 def reverse_transfer(
@@ -252,13 +240,16 @@ def _conflict(entry: EntryRequest, index: int) -> IdempotencyConflict:
 def _rows(
     entry: EntryRequest, fingerprint: str, account_by_code: dict[str, Account], now: datetime
 ) -> list[dict[str, Any]]:
-    journal_id = uuid6.uuid7()
+    # A one-transfer entry (every SMS) is its own journal: the transfer id serves as both.
+    ids = [uuid6.uuid7() for _ in entry.legs]
+    journal_id = ids[0] if len(ids) == 1 else uuid6.uuid7()
     effective_at = entry.effective_at or now
+    kind = entry.kind.value
     return [
         {
-            "id": uuid6.uuid7(),
+            "id": ids[leg_index],
             "journal_id": journal_id,
-            "kind": entry.kind.value,
+            "kind": kind,
             "idempotency_key": entry.idempotency_key,
             "leg": leg_index,
             "fingerprint": fingerprint,

@@ -105,7 +105,7 @@ def test_overlapping_batches_from_many_clients_post_each_key_once(
         rng = random.Random(seed)
         statuses = []
         for _ in range(10):
-            batch = rng.sample(pool_of_keys, 40)
+            batch = rng.sample(pool_of_keys, 80)  # above BULK_MIN_ROWS: the array insert
             entries = [
                 EntryRequest(
                     Kind.USAGE, key, (Leg(f"customer:{c}:unbilled", "revenue:sms:USD", m),)

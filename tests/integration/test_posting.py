@@ -259,3 +259,36 @@ def test_the_trial_balance_balances_per_currency(chart: sessionmaker[Session]) -
     assert set(result.currencies) == {"USD", "EUR"}
     assert all(totals.balanced for totals in result.currencies.values())
     assert result.currencies["EUR"].debits == 3
+
+
+def test_a_large_batch_takes_the_bulk_path_with_the_same_rules(
+    chart: sessionmaker[Session],
+) -> None:
+    from ledger.bulk import BULK_MIN_ROWS
+
+    first = [usage(f"bulk-{n}", micros=1_000 + n, metadata={"n": n}) for n in range(200)]
+    assert len(first) > BULK_MIN_ROWS
+    with unit_of_work(chart) as session:
+        results = post_entries(session, first, NOW)
+    assert all(r.status == "posted" for r in results)
+    assert results[7].transfers[0].metadata == {"n": 7}
+    replayed = first[:100] + [usage(f"bulk-new-{n}") for n in range(100)]
+    with unit_of_work(chart) as session:
+        again = post_entries(session, replayed, NOW)
+    assert [r.status for r in again] == ["duplicate"] * 100 + ["posted"] * 100
+    assert again[5].transfers == results[5].transfers
+    with pytest.raises(IdempotencyConflict), unit_of_work(chart) as session:
+        post_entries(session, [*replayed[:99], usage("bulk-3", micros=1)], NOW)
+    assert count_transfers(chart) == 300
+    with unit_of_work(chart) as session:
+        stored = session.execute(
+            sa.select(transfers.c.metadata, transfers.c.effective_at).where(
+                transfers.c.idempotency_key == "bulk-7"
+            )
+        ).one()
+        assert stored.metadata == {"n": 7} and stored.effective_at == NOW
+        assert (
+            account_balance(session, "customer:42:unbilled").balance
+            == sum(1_000 + n for n in range(200)) + 100 * 7_500
+        )
+        assert check_ledger(session) == []
