@@ -4,9 +4,9 @@ a request runs one unit of work."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import current_app
@@ -24,6 +24,7 @@ class Runtime:
     engine: sa.Engine
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime]
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def runtime() -> Runtime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import jsonify, request
@@ -19,10 +19,12 @@ from api.auth import requires
 from api.blueprint import Blueprint, read_json
 from api.errors import ApiError
 from api.fields import money_text
+from api.group_commit import GroupCommitter
 from api.runtime import now, runtime, transaction
 from billing.errors import InvalidUsage
 from billing.presend import Decision, check_send, parse_check
-from billing.usage import UsageResult, ingest_usage, validate_events
+from billing.usage import UsageEvent, UsageResult, ingest_usage, validate_events
+from ledger.db import run_in_transaction
 from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,11 @@ def post_usage() -> Any:
             errors=[{"index": None, "field": "events", "code": "invalid_type"}],
         )
     events = validate_events(raw_events)
-    defaults = runtime().config.billing
-    results = transaction(lambda s: ingest_usage(s, events, now(), defaults))
+    if len(events) < GROUP_BELOW_EVENTS:
+        results = _committer().submit(events)
+    else:
+        defaults = runtime().config.billing
+        results = transaction(lambda s: ingest_usage(s, events, now(), defaults))
     posted = sum(1 for r in results if r.status == "posted")
     response = jsonify(
         {
@@ -83,6 +88,26 @@ def post_usage() -> Any:
     )
     response.status_code = 201 if posted else 200
     return response
+
+
+GROUP_BELOW_EVENTS = 500
+"""Requests smaller than this share transactions (group commit); larger ones are batches
+already and run alone."""
+
+
+def _committer() -> GroupCommitter:
+    state = runtime()
+    committer = state.extras.get("usage_committer")
+    if committer is None:
+        sessions, clock, defaults = state.sessions, state.clock, state.config.billing
+
+        def ingest(events: Sequence[UsageEvent]) -> list[UsageResult]:
+            return run_in_transaction(
+                sessions, lambda s: ingest_usage(s, events, clock(), defaults)
+            )
+
+        committer = state.extras.setdefault("usage_committer", GroupCommitter(ingest))
+    return committer  # type: ignore[no-any-return]
 
 
 def fail_open(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -41,6 +41,7 @@ from tests.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOMERS = 50
+GUNICORN = "-w 2 -k gthread --threads 8"
 
 POST_ONE = """
 local counter = 0
@@ -163,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument(
+        "--gunicorn", default=GUNICORN, help=f"gunicorn worker options (default: {GUNICORN})"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
 
@@ -189,12 +193,7 @@ def main() -> None:
         gunicorn = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "gunicorn"),
-                "-w",
-                "2",
-                "-k",
-                "gthread",
-                "--threads",
-                "8",
+                *args.gunicorn.split(),
                 "-b",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -209,7 +208,7 @@ def main() -> None:
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         warm = [
             {
@@ -256,7 +255,7 @@ def main() -> None:
     print(f"command: python -m bench.usage_http {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores,")
     print(f"  python {platform.python_version()}, PostgreSQL {pg_version},")
-    print("  gunicorn 2 workers x 8 threads (gthread), wrk on the same machine")
+    print(f"  gunicorn {args.gunicorn}, wrk on the same machine")
     print(f"transfers at the end: {rows}; ledger check: {'ok' if not problems else problems[:3]}")
     check = results["check"]
     rows_out = [

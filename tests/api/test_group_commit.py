@@ -1,0 +1,93 @@
+"""Concurrent single posts share transactions (group commit), yet every request gets exactly
+the answer it would have had alone, and refused ones leave no trace."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from billing.rate_sheets import add_rates, parse_sheet
+from ledger.balances import account_balance
+from ledger.checks import check_ledger
+from ledger.db import unit_of_work
+from ledger.tables import transfers
+from tests.conftest import NOW
+
+pytestmark = pytest.mark.postgres
+
+SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+
+
+def test_sixteen_clients_posting_singles_get_their_own_answers(
+    app_and_keys: tuple[Any, dict[str, str]],
+) -> None:
+    app, keys = app_and_keys
+    sessions = app.extensions["smsledger"].sessions
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), NOW)
+    headers = {"Authorization": f"Bearer {keys['service']}"}
+    barrier = threading.Barrier(16)
+
+    def client(index: int) -> list[tuple[str, int, str]]:
+        http = app.test_client()
+        barrier.wait()
+        answers = []
+        for n in range(25):
+            message_id = f"m-{(index * 25 + n) % 300}"  # clients overlap: replays
+            segments = 1
+            destination = "+447400123456"
+            if n % 10 == 3:
+                segments = 2 + index  # a replay with other content: 409 if it lost the race
+            if n % 10 == 7:
+                destination = "+61412345678"  # unpriceable: 422
+                message_id = f"bad-{index}-{n}"
+            body = {
+                "message_id": message_id,
+                "user_id": f"u{index % 4}",
+                "destination": destination,
+                "segments": segments,
+            }
+            response = http.post("/api/usage", json=body, headers=headers)
+            payload = response.json
+            status = (
+                payload["results"][0]["status"]
+                if response.status_code < 300
+                else payload["error"]["code"]
+            )
+            if response.status_code == 422:
+                (problem,) = payload["error"]["details"]["errors"]
+                assert problem["index"] == 0
+                status = problem["code"]
+            answers.append((message_id, response.status_code, status))
+        return answers
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for chunk in pool.map(client, range(16)) for a in chunk]
+
+    statuses = Counter(status for _, _, status in answers)
+    assert statuses["unpriceable_destination"] == 16 * 2
+    posted_ids = [m for m, _, s in answers if s == "posted"]
+    assert len(posted_ids) == len(set(posted_ids))
+    with unit_of_work(sessions) as session:
+        stored = session.execute(sa.select(transfers.c.idempotency_key, transfers.c.amount)).all()
+        assert sorted(k for k, _ in stored) == sorted(posted_ids)
+        assert not any(k.startswith("bad-") for k, _ in stored)
+        total = sum(amount for _, amount in stored)
+        assert (
+            sum(account_balance(session, f"customer:u{u}:unbilled").balance for u in range(4))
+            == total
+        )
+        assert check_ledger(session) == []
+    # Every replay of a posted id answered duplicate or idempotency_conflict, never posted twice.
+    assert set(statuses) <= {
+        "posted",
+        "duplicate",
+        "idempotency_conflict",
+        "unpriceable_destination",
+    }
