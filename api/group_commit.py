@@ -27,6 +27,8 @@ from ledger.errors import IdempotencyConflict, LedgerError
 log = logging.getLogger(__name__)
 
 MAX_GROUP_EVENTS = 2_000
+COMMIT_THREADS = 1
+"""Committer threads per process (measured: 2 or 3 gave no more throughput than 1)."""
 WAIT_SECONDS = 60
 
 Ingest = Callable[[Sequence[UsageEvent]], list[UsageResult]]
@@ -41,8 +43,9 @@ class _Request:
 class GroupCommitter:
     """One per process (started lazily, so a forked gunicorn worker gets its own thread)."""
 
-    def __init__(self, ingest: Ingest) -> None:
+    def __init__(self, ingest: Ingest, threads: int = COMMIT_THREADS) -> None:
         self._ingest = ingest
+        self._threads = threads
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._pid = 0
         self._lock = threading.Lock()
@@ -60,7 +63,10 @@ class GroupCommitter:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
-                threading.Thread(target=self._run, name="usage-group-commit", daemon=True).start()
+                for number in range(self._threads):
+                    threading.Thread(
+                        target=self._run, name=f"usage-group-commit-{number}", daemon=True
+                    ).start()
 
     def _run(self) -> None:
         while True:
