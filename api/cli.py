@@ -22,6 +22,15 @@ from billing.tables import ROLES, api_keys
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 
+
+def ready() -> None:
+    """The embedded default (SQLite) migrates itself, so every command works on a fresh
+    directory; a server database is migrated explicitly (`smsledger db upgrade`)."""
+    url = runtime().config.database_url
+    if url.startswith("sqlite"):
+        migrations.upgrade(url)
+
+
 db_group = AppGroup("db", help="Database schema.")
 keys_group = AppGroup("keys", help="API keys.")
 ledger_group = AppGroup("ledger", help="Ledger maintenance.")
@@ -33,6 +42,7 @@ rates_group = AppGroup("rates", help="The rate table.")
 def rates_import(sheet: Any) -> None:
     """Load a CSV rate sheet (columns: prefix, price, currency[, country, valid_from,
     valid_to, plan]); identical rates already loaded are left as they are."""
+    ready()
     state = runtime()
     try:
         rates = parse_sheet(sheet.read())
@@ -60,6 +70,7 @@ def db_upgrade() -> None:
 @click.option("--name", default="", help="a label to recognise the key by")
 def keys_create(role: str, name: str) -> None:
     """Create an API key and print it once; only its digest is stored."""
+    ready()
     state = runtime()
     with unit_of_work(state.sessions) as session:
         key, record = create_key(session, role, name, state.clock())
@@ -70,6 +81,7 @@ def keys_create(role: str, name: str) -> None:
 @ledger_group.command("check")
 def ledger_check() -> None:
     """Recompute every balance from the transfers and verify the invariants."""
+    ready()
     with unit_of_work(runtime().sessions) as session:
         problems = check_ledger(session)
     for problem in problems:

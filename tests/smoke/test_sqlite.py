@@ -152,3 +152,31 @@ def test_usage_and_the_check_work_on_sqlite(sqlite_url: str) -> None:
     ).json
     assert check["allowed"] is True and check["unbilled"] == "0.013"
     app.extensions["smsledger"].engine.dispose()
+
+
+def test_cli_commands_work_on_a_fresh_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    smsledger = str(Path(sys.executable).parent / "smsledger")
+    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+    imported = subprocess.run(
+        [smsledger, "rates", "import", str(sheet)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "rates added: 19" in imported.stdout
+    key = subprocess.run(
+        [smsledger, "keys", "create", "--role", "service"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert key.returncode == 0 and key.stdout.strip().startswith("sk_")
+    assert len(key.stdout.strip().splitlines()) == 1  # only the key on stdout
+    check = subprocess.run(
+        [smsledger, "ledger", "check"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0 and "ledger ok" in check.stdout
