@@ -14,7 +14,7 @@ from api.blueprint import Blueprint
 from api.errors import ApiError
 from api.fields import Instant, Money, money_text, time_text
 from api.runtime import now, transaction
-from api.schemas import PageQuery
+from api.schemas import PageQuery, page_of
 from billing import journal
 from ledger.balances import account_balance, list_balances, statement, trial_balance
 from ledger.errors import UnknownAccount
@@ -113,11 +113,7 @@ class AccountOut(Schema):
     as_of = fields.String()
 
 
-class AccountPageOut(Schema):
-    items = fields.List(fields.Nested(AccountOut))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
+AccountPageOut = page_of(AccountOut, "AccountPageOut")
 
 
 class StatementLineOut(Schema):

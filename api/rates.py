@@ -14,7 +14,7 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.runtime import now, transaction
-from api.schemas import PageQuery
+from api.schemas import PageQuery, page_of
 from billing.errors import InvalidRate
 from billing.rate_sheets import COLUMNS, add_rates, parse_rate
 from billing.tables import rates
@@ -57,11 +57,7 @@ class RateOut(Schema):
     valid_to = fields.String(allow_none=True)
 
 
-class RatePageOut(Schema):
-    items = fields.List(fields.Nested(RateOut))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
+RatePageOut = page_of(RateOut, "RatePageOut")
 
 
 class ImportOut(Schema):

@@ -20,3 +20,16 @@ class ErrorBody(Schema):
 
 class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
+
+
+def page_of(item: type[Schema], name: str) -> type[Schema]:
+    """The schema of one page of `item`s: items, page, per_page, total."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item)),
+            "page": fields.Integer(),
+            "per_page": fields.Integer(),
+            "total": fields.Integer(),
+        },
+        name=name,
+    )

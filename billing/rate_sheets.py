@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from billing.currency import validate_currency
 from billing.errors import InvalidRate
-from billing.rating import DEFAULT_PLAN, rate_cache
+from billing.rating import DEFAULT_PLAN, RateVersion, rate_cache
 from billing.tables import rates
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.errors import LedgerError
@@ -42,17 +42,6 @@ PREFIX = re.compile(r"^[1-9][0-9]{0,14}$")
 PLAN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 COLUMNS = ("prefix", "price", "currency", "country", "valid_from", "valid_to", "plan")
 REQUIRED = ("prefix", "price", "currency")
-
-
-@dataclass(frozen=True, slots=True)
-class RateInput:
-    plan: str
-    prefix: str
-    country: str | None
-    currency: str
-    price_micros: int
-    valid_from: datetime
-    valid_to: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +60,7 @@ def _instant(text: str, name: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def parse_rate(values: Mapping[str, Any]) -> RateInput:
+def parse_rate(values: Mapping[str, Any]) -> RateVersion:
     """One rate from text fields (a CSV row or a JSON object).
 
     Raises: ValueError naming the field.
@@ -104,10 +93,10 @@ def parse_rate(values: Mapping[str, Any]) -> RateInput:
     valid_to = _instant(values["valid_to"], "valid_to") if values.get("valid_to") else None
     if valid_to is not None and valid_to <= valid_from:
         raise ValueError("valid_to must be after valid_from")
-    return RateInput(plan, prefix, country, currency, price, valid_from, valid_to)
+    return RateVersion(plan, prefix, country, currency, price, valid_from, valid_to)
 
 
-def parse_sheet(text: str) -> list[RateInput]:
+def parse_sheet(text: str) -> list[RateVersion]:
     """Every rate of a CSV sheet, or InvalidRate listing every bad line.
 
     Raises: InvalidRate.
@@ -131,7 +120,7 @@ def parse_sheet(text: str) -> list[RateInput]:
     return parsed
 
 
-def add_rates(session: Session, inputs: Iterable[RateInput], now: datetime) -> ImportSummary:
+def add_rates(session: Session, inputs: Iterable[RateVersion], now: datetime) -> ImportSummary:
     """Store new rate versions; identical re-imports are no-ops.
 
     Raises: InvalidRate when a version exists with another price or window.

@@ -69,8 +69,9 @@ def parse_destination(text: str) -> Destination | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Rate:
-    id: int
+class RateVersion:
+    """What a rate says: a price per segment for a prefix, in force over a window."""
+
     plan: str
     prefix: str
     country: str | None
@@ -81,6 +82,13 @@ class Rate:
 
     def valid_at(self, moment: datetime) -> bool:
         return self.valid_from <= moment and (self.valid_to is None or moment < self.valid_to)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate(RateVersion):
+    """A stored rate version; its id is recorded on every usage transfer it priced."""
+
+    id: int
 
 
 class RateTable:
@@ -112,14 +120,14 @@ def load_rate_table(session: Session) -> RateTable:
     return RateTable(
         [
             Rate(
-                r.id,
-                r.plan,
-                r.prefix,
-                r.country,
-                r.currency,
-                r.price_micros,
-                r.valid_from,
-                r.valid_to,
+                plan=r.plan,
+                prefix=r.prefix,
+                country=r.country,
+                currency=r.currency,
+                price_micros=r.price_micros,
+                valid_from=r.valid_from,
+                valid_to=r.valid_to,
+                id=r.id,
             )
             for r in rows
         ]

@@ -65,14 +65,14 @@ def rate(id: int, prefix: str, price: int, **kw: object) -> Rate:
     }
     values.update(kw)
     return Rate(
-        id,
-        values["plan"],
-        prefix,
-        values["country"],
-        values["currency"],
-        price,
-        values["valid_from"],
-        values["valid_to"],
+        plan=values["plan"],
+        prefix=prefix,
+        country=values["country"],
+        currency=values["currency"],
+        price_micros=price,
+        valid_from=values["valid_from"],
+        valid_to=values["valid_to"],
+        id=id,
     )
 
 
