@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -27,54 +28,71 @@ def after_usage(
     watched = sorted(c for c in customer_ids if settings[c].frequency == "threshold")
     if not watched:
         return
-    for state in unbilled_state(session, watched):
-        customer_id, amount, messages, period_start = state
+    requests: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
+    for customer_id, amount, messages, period_start in unbilled_state(session, watched):
         limits = settings[customer_id]
         reached = (limits.threshold_amount is not None and amount >= limits.threshold_amount) or (
             limits.threshold_messages is not None and messages >= limits.threshold_messages
         )
         if reached:
-            session.execute(
-                insert_ignoring_conflicts(session, close_requests).on_conflict_do_nothing(
-                    index_elements=["customer_id"], index_where=close_requests.c.served_at.is_(None)
-                ),
-                {"customer_id": customer_id, "reason": "threshold", "requested_at": now},
+            requests.append(
+                {"customer_id": customer_id, "reason": "threshold", "requested_at": now}
             )
         percent = percent_used(limits, amount, messages)
-        if (
-            limits.notifications_enabled
-            and percent is not None
-            and percent >= limits.notify_at_percent
-        ):
-            key = ":".join(
-                [
-                    "approaching_threshold",
-                    customer_id,
-                    period_start.isoformat(),
-                    str(limits.threshold_amount),
-                    str(limits.threshold_messages),
-                ]
-            )
-            session.execute(
-                insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
-                    index_elements=["dedupe_key"]
-                ),
-                {
-                    "customer_id": customer_id,
-                    "kind": "approaching_threshold",
-                    "dedupe_key": key,
-                    "payload": {
-                        "percent_used": round(percent, 2),
-                        "notify_at_percent": limits.notify_at_percent,
-                        "unbilled_micros": amount,
-                        "unbilled_messages": messages,
-                        "threshold_amount_micros": limits.threshold_amount,
-                        "threshold_messages": limits.threshold_messages,
-                        "period_start": period_start.isoformat(),
-                    },
-                    "created_at": now,
-                },
-            )
+        if limits.notifications_enabled and percent is not None:
+            if percent >= limits.notify_at_percent:
+                notes.append(_approaching(customer_id, limits, amount, messages, period_start, now))
+    if requests:
+        session.execute(
+            insert_ignoring_conflicts(session, close_requests).on_conflict_do_nothing(
+                index_elements=["customer_id"], index_where=close_requests.c.served_at.is_(None)
+            ),
+            requests,
+        )
+    if notes:
+        session.execute(
+            insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
+                index_elements=["dedupe_key"]
+            ),
+            notes,
+        )
+
+
+def _approaching(
+    customer_id: str,
+    limits: Settings,
+    amount: int,
+    messages: int,
+    period_start: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """The "approaching threshold" notification row; its key makes it once per user, period
+    and threshold."""
+    key = ":".join(
+        [
+            "approaching_threshold",
+            customer_id,
+            period_start.isoformat(),
+            str(limits.threshold_amount),
+            str(limits.threshold_messages),
+        ]
+    )
+    return {
+        "customer_id": customer_id,
+        "kind": "approaching_threshold",
+        "dedupe_key": key,
+        "payload": {
+            "percent_used": round(percent_used(limits, amount, messages) or 0, 2),
+            "notify_at_percent": limits.notify_at_percent,
+            "unbilled_micros": amount,
+            "unbilled_messages": messages,
+            "threshold_amount_micros": limits.threshold_amount,
+            "threshold_messages": limits.threshold_messages,
+            "period_start": period_start.isoformat(),
+        },
+        "created_at": now,
+    }
 
 
 def percent_used(limits: Settings, amount: int, messages: int) -> float | None:
