@@ -8,7 +8,7 @@ from datetime import datetime
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import errors, health, ledger, rates, usage
+from api import errors, health, ledger, rates, settings, usage
 from api.jsonio import ExactJSONProvider
 from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
@@ -57,6 +57,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(ledger.blp)
     api.register_blueprint(usage.blp)
     api.register_blueprint(rates.blp)
+    api.register_blueprint(settings.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

@@ -180,3 +180,24 @@ def put_settings(
             .values({"values": values, "updated_at": now})
         )
     return effective
+
+
+def user_overrides(session: Session, user_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """Stored overrides by user (one user, or every user that has any)."""
+    query = sa.select(billing_settings.c.scope, billing_settings.c["values"]).where(
+        billing_settings.c.scope != GLOBAL_SCOPE
+    )
+    if user_id is not None:
+        query = query.where(billing_settings.c.scope == user_id)
+    rows = session.execute(query.order_by(billing_settings.c.scope)).all()
+    return {row[0]: dict(row[1]) for row in rows}
+
+
+def delete_overrides(session: Session, user_id: str) -> bool:
+    """Drop a user's overrides; False when there were none."""
+    deleted = session.execute(
+        sa.delete(billing_settings)
+        .where(billing_settings.c.scope == user_id)
+        .returning(billing_settings.c.scope)
+    ).all()
+    return bool(deleted)

@@ -1,0 +1,109 @@
+"""Billing settings endpoints: global defaults from the environment, per-user overrides,
+effective = global with overrides on top, validation, and the auth rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from billing.config import BillingDefaults, Config
+from billing.tables import billing_settings
+from ledger.db import unit_of_work
+from tests.conftest import Clock, build_app
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def admin(pg_url: str) -> Any:
+    config = Config(
+        database_url=pg_url, billing=BillingDefaults(frequency="weekly", currency="EUR")
+    )
+    app, keys = build_app(pg_url, Clock(), config)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+
+    def call(method: str, **kwargs: Any) -> Any:
+        return client.open(
+            "/api/admin/sms/billing-settings", method=method, headers=headers, **kwargs
+        )
+
+    call.app = app  # type: ignore[attr-defined]
+    call.keys = keys  # type: ignore[attr-defined]
+    yield call
+    app.extensions["smsledger"].engine.dispose()
+
+
+def test_global_defaults_are_seeded_from_the_environment(admin: Any) -> None:
+    body = admin("GET", query_string={"includeGlobal": "true"}).json
+    assert body["users"] == []
+    assert body["global"]["frequency"] == "weekly" and body["global"]["currency"] == "EUR"
+    assert body["global"]["notify_at_percent"] == 80 and body["global"]["threshold_amount"] is None
+
+
+def test_user_overrides_sit_on_top_of_the_global_settings(admin: Any) -> None:
+    put = admin("PUT", json={"userId": "42", "frequency": "threshold", "threshold_amount": "25.00"})
+    assert put.status_code == 200
+    (user,) = put.json["users"]
+    assert user["overrides"] == {"frequency": "threshold", "threshold_amount": "25.00"}
+    assert user["effective"]["frequency"] == "threshold"
+    assert user["effective"]["currency"] == "EUR"  # inherited
+    admin("PUT", json={"credit_limit": "100", "currency": "USD"})  # global change shows through
+    listed = admin("GET", query_string={"includeGlobal": "true"}).json
+    assert listed["global"]["credit_limit"] == "100.00"
+    (user,) = listed["users"]
+    assert user["effective"]["credit_limit"] == "100.00" and user["effective"]["currency"] == "USD"
+    one = admin("GET", query_string={"userId": "42"}).json
+    assert "global" not in one and one["users"][0]["user_id"] == "42"
+    dropped = admin("DELETE", query_string={"userId": "42"})
+    assert dropped.status_code == 200
+    assert dropped.json["users"][0]["effective"]["frequency"] == "weekly"
+    assert admin("GET").json["users"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"userId": "42", "frequency": "threshold"}, "invalid_settings"),
+        ({"notify_at_percent": 0}, "validation_failed"),
+        ({"notify_at_percent": 101}, "validation_failed"),
+        ({"currency": "XYZ"}, "invalid_currency"),
+        ({"frequency": "hourly"}, "validation_failed"),
+        ({"threshold_amount": "1.0000001"}, "validation_failed"),
+        ({"credit_limit": "-1"}, "invalid_settings"),
+        ({"webhook_url": "ftp://x"}, "validation_failed"),
+        ({"userId": "a:b", "frequency": "daily"}, "validation_failed"),
+        ({"surprise": True}, "validation_failed"),
+    ],
+)
+def test_invalid_settings_are_refused_and_nothing_is_stored(
+    admin: Any, body: dict[str, Any], code: str
+) -> None:
+    admin("GET")  # seeds the global row
+    response = admin("PUT", json=body)
+    assert (response.status_code, response.json["error"]["code"]) == (422, code)
+    with unit_of_work(admin.app.extensions["smsledger"].sessions) as session:
+        scopes = session.execute(sa.select(billing_settings.c.scope)).scalars().all()
+    assert scopes == ["*"]
+
+
+def test_a_threshold_user_is_valid_when_the_threshold_comes_from_the_global_settings(
+    admin: Any,
+) -> None:
+    admin("PUT", json={"threshold_messages": 1000})
+    assert admin("PUT", json={"userId": "42", "frequency": "threshold"}).status_code == 200
+
+
+def test_only_admins_manage_settings(admin: Any) -> None:
+    app, keys = admin.app, admin.keys
+    client = app.test_client()
+    for role in ("service", "accountant"):
+        headers = {"Authorization": f"Bearer {keys[role]}"}
+        assert client.get("/api/admin/sms/billing-settings", headers=headers).status_code == 403
+        assert (
+            client.put("/api/admin/sms/billing-settings", json={}, headers=headers).status_code
+            == 403
+        )
+    assert client.delete("/api/admin/sms/billing-settings?userId=1").status_code == 401
