@@ -1,0 +1,62 @@
+"""Period boundaries: midnight UTC, Mondays, month ends of 28, 29, 30 and 31 days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from billing.periods import last_ended_period, next_billing_at, next_period_start, period_start
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("frequency", "now", "start", "end"),
+    [
+        ("daily", at(2026, 11, 24, 2, 0), at(2026, 11, 23), at(2026, 11, 24)),
+        ("daily", at(2026, 11, 24, 0, 0), at(2026, 11, 23), at(2026, 11, 24)),
+        ("daily", at(2026, 11, 23, 23, 59, 59), at(2026, 11, 22), at(2026, 11, 23)),
+        ("daily", at(2027, 1, 1, 2), at(2026, 12, 31), at(2027, 1, 1)),
+        ("weekly", at(2026, 11, 23, 3), at(2026, 11, 16), at(2026, 11, 23)),  # a Monday
+        ("weekly", at(2026, 11, 29, 23), at(2026, 11, 16), at(2026, 11, 23)),  # Sunday
+        ("monthly", at(2026, 12, 1, 4), at(2026, 11, 1), at(2026, 12, 1)),  # 30 days
+        ("monthly", at(2026, 3, 1, 4), at(2026, 2, 1), at(2026, 3, 1)),  # 28 days
+        ("monthly", at(2028, 3, 1, 4), at(2028, 2, 1), at(2028, 3, 1)),  # 29 days (leap)
+        ("monthly", at(2026, 2, 1, 4), at(2026, 1, 1), at(2026, 2, 1)),  # 31 days
+        ("monthly", at(2027, 1, 15), at(2026, 12, 1), at(2027, 1, 1)),
+    ],
+)
+def test_the_last_ended_period(
+    frequency: str, now: datetime, start: datetime, end: datetime
+) -> None:
+    assert last_ended_period(frequency, now) == (start, end)
+
+
+def test_next_billing_is_the_close_time_after_the_running_period() -> None:
+    now = at(2026, 11, 24, 10)  # a Tuesday
+    assert next_billing_at("daily", now) == at(2026, 11, 25, 2)
+    assert next_billing_at("weekly", now) == at(2026, 11, 30, 3)
+    assert next_billing_at("monthly", now) == at(2026, 12, 1, 4)
+    assert next_billing_at("threshold", now) is None
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001, timezones=st.just(UTC)
+    )
+)
+def test_periods_tile_time_without_gaps(moment: datetime) -> None:
+    for frequency in ("daily", "weekly", "monthly"):
+        start = period_start(frequency, moment)
+        end = next_period_start(frequency, start)
+        assert start <= moment < end
+        assert period_start(frequency, end) == end
+        assert start.hour == start.minute == start.second == 0
+    assert period_start("weekly", moment).weekday() == 0
+    assert period_start("monthly", moment).day == 1
