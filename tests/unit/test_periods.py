@@ -48,7 +48,8 @@ def test_next_billing_is_the_close_time_after_the_running_period() -> None:
 @given(
     st.datetimes(
         min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
-        max_value=datetime(2100, 1, 1),  # noqa: DTZ001, timezones=st.just(UTC)
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
     )
 )
 def test_periods_tile_time_without_gaps(moment: datetime) -> None:
