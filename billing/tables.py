@@ -49,6 +49,9 @@ usage_counters = sa.Table(
     sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), primary_key=True),
     sa.Column("unbilled_messages", sa.BigInteger, nullable=False),
     sa.Column("unbilled_segments", sa.BigInteger, nullable=False),
+    # The earliest effective time of this customer's unbilled usage: a close reads usage from
+    # here on instead of the customer's whole history (NULL: nothing unbilled).
+    sa.Column("oldest_unbilled_at", UtcDateTime, nullable=True),
     sa.CheckConstraint("unbilled_messages >= 0 AND unbilled_segments >= 0", name="non_negative"),
 )
 
@@ -89,13 +92,68 @@ invoices = sa.Table(
     sa.Column("period_start", UtcDateTime, nullable=False),
     sa.Column("period_end", UtcDateTime, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
+    # The total to charge, rounded to the currency's minor unit (ROUND_HALF_UP).
     sa.Column("amount_micros", sa.BigInteger, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("usage_micros", sa.BigInteger, nullable=False, server_default="0"),
+    # usage - amount: what the rounding transfer moved (positive: rounded down).
+    sa.Column("rounding_micros", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("message_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("segments", sa.BigInteger, nullable=False, server_default="0"),
+    # The effective settings and the rate versions it was closed under (SPEC §6).
+    sa.Column("settings", Json, nullable=True),
+    sa.Column("rate_ids", Json, nullable=True),
+    sa.Column("approved_at", UtcDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("next_retry_at", UtcDateTime, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'paid', 'failed', 'cancelled')", name="status_known"
     ),
     sa.UniqueConstraint("customer_id", "period_start", name="uq_invoices_customer_period"),
     sa.Index("ix_invoices_customer_status", "customer_id", "status"),
+    sa.Index("ix_invoices_status_next_retry_at", "status", "next_retry_at"),
+)
+
+invoice_lines = sa.Table(
+    "invoice_lines",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False, index=True),
+    sa.Column("country", sa.String(2), nullable=True),
+    sa.Column("prefix", sa.String(15), nullable=True),
+    sa.Column("messages", sa.BigInteger, nullable=False),
+    sa.Column("segments", sa.BigInteger, nullable=False),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+)
+
+# Which invoice billed each usage transfer. The primary key is invariant 7's guard: a usage
+# transfer can be billed in one invoice at most, whatever the code does.
+invoice_usage = sa.Table(
+    "invoice_usage",
+    metadata,
+    sa.Column("transfer_id", sa.Uuid, sa.ForeignKey("transfers.id"), primary_key=True),
+    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False, index=True),
+)
+
+# Work that must follow a committed change (charge an invoice, deliver a notification): written
+# in the same transaction, dispatched after commit, swept if a dispatch was lost.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("dispatched_at", UtcDateTime, nullable=True),
+    sa.Index(
+        "ix_outbox_pending",
+        "created_at",
+        postgresql_where=sa.text("dispatched_at IS NULL"),
+        sqlite_where=sa.text("dispatched_at IS NULL"),
+    ),
 )
 
 # A threshold crossing asks for the customer's period to be closed; the request is durable so

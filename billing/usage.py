@@ -30,6 +30,7 @@ from ledger.errors import LedgerError
 from ledger.model import MAX_KEY_LENGTH, EntryRequest, Kind, Leg, Transfer
 from ledger.money import parse_micros
 from ledger.posting import post_entries
+from ledger.tables import UtcDateTime
 
 MAX_BATCH = 10_000
 MAX_SEGMENTS = 255
@@ -335,28 +336,45 @@ def _rate(
     return entries
 
 
+_OLDEST = sa.bindparam("oldest", type_=UtcDateTime)
 _ADD_USAGE = (
     sa.update(usage_counters)
     .where(usage_counters.c.customer_id == sa.bindparam("customer"))
     .values(
         unbilled_messages=usage_counters.c.unbilled_messages + sa.bindparam("messages"),
         unbilled_segments=usage_counters.c.unbilled_segments + sa.bindparam("segments_added"),
+        oldest_unbilled_at=sa.case(
+            (
+                sa.or_(
+                    usage_counters.c.oldest_unbilled_at.is_(None),
+                    usage_counters.c.oldest_unbilled_at > _OLDEST,
+                ),
+                _OLDEST,
+            ),
+            else_=usage_counters.c.oldest_unbilled_at,
+        ),
     )
 )
 
 
 def _count(session: Session, posted: list[UsageResult]) -> None:
-    """Move each touched customer's message and segment counters once, in id order."""
+    """Move each touched customer's counters once, in id order: messages, segments, and the
+    earliest effective time of its unbilled usage."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    oldest: dict[str, datetime] = {}
     for result in posted:
         details = result.details
-        totals[details["user_id"]][0] += 1
-        totals[details["user_id"]][1] += int(details["segments"])
+        customer = details["user_id"]
+        totals[customer][0] += 1
+        totals[customer][1] += int(details["segments"])
+        at = result.transfer.effective_at
+        if customer not in oldest or at < oldest[customer]:
+            oldest[customer] = at
     if totals:
         session.connection().execute(
             _ADD_USAGE,
             [
-                {"customer": c, "messages": m, "segments_added": s}
+                {"customer": c, "messages": m, "segments_added": s, "oldest": oldest[c]}
                 for c, (m, s) in sorted(totals.items())
             ],
         )
