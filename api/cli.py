@@ -16,8 +16,10 @@ from flask.cli import AppGroup, FlaskGroup
 import migrations
 from api.runtime import runtime
 from billing.api_keys import create_key
+from billing.cycle import run_cycle
 from billing.errors import InvalidRate
 from billing.rate_sheets import add_rates, parse_sheet
+from billing.settings import FREQUENCIES
 from billing.tables import ROLES, api_keys
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
@@ -91,6 +93,22 @@ def ledger_check() -> None:
     click.echo("ledger ok: cached balances equal transfer sums; debits equal credits")
 
 
+@click.command("bill")
+@click.option("--type", "frequency", type=click.Choice(FREQUENCIES), required=True)
+def bill(frequency: str) -> None:
+    """Run a billing cycle now: close the due periods of one frequency into invoices."""
+    ready()
+    state = runtime()
+    summary, duration_ms = run_cycle(state.sessions, frequency, state.clock(), state.config.billing)
+    click.echo(
+        f"{frequency}: {summary.periods_closed} period(s) closed, {summary.invoices_created}"
+        f" invoice(s), {summary.charges_enqueued} charge(s) queued, {summary.skipped} skipped,"
+        f" {summary.errors} error(s) in {duration_ms} ms"
+    )
+    if summary.errors:
+        sys.exit(1)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -112,7 +130,7 @@ def serve(host: str, port: int, threads: int) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, keys_group, ledger_group, rates_group, serve):
+    for command in (db_group, keys_group, ledger_group, rates_group, bill, serve):
         app.cli.add_command(command)
 
 
