@@ -61,3 +61,25 @@ def test_periods_tile_time_without_gaps(moment: datetime) -> None:
         assert start.hour == start.minute == start.second == 0
     assert period_start("weekly", moment).weekday() == 0
     assert period_start("monthly", moment).day == 1
+
+
+@pytest.mark.parametrize(
+    ("micros", "currency", "rounded"),
+    [
+        (34_000, "USD", 30_000),
+        (35_000, "USD", 40_000),  # half up
+        (34_999, "USD", 30_000),
+        (1, "USD", 0),
+        (5_000, "USD", 10_000),
+        (1_499_999, "JPY", 1_000_000),
+        (1_500_000, "JPY", 2_000_000),
+        (1_234_500, "BHD", 1_235_000),
+        (0, "EUR", 0),
+    ],
+)
+def test_invoice_totals_round_half_up_to_the_minor_unit(
+    micros: int, currency: str, rounded: int
+) -> None:
+    from billing.closing import round_half_up
+
+    assert round_half_up(micros, currency) == rounded
