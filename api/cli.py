@@ -11,7 +11,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
 from api.runtime import runtime
@@ -94,6 +94,7 @@ def ledger_check() -> None:
 
 
 @click.command("bill")
+@with_appcontext
 @click.option("--type", "frequency", type=click.Choice(FREQUENCIES), required=True)
 def bill(frequency: str) -> None:
     """Run a billing cycle now: close the due periods of one frequency into invoices."""
@@ -110,6 +111,7 @@ def bill(frequency: str) -> None:
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
