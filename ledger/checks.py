@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ledger.balances import side_sum
 from ledger.tables import accounts, balances, transfers
 
 
@@ -30,25 +29,45 @@ class Problem:
 def check_ledger(session: Session) -> list[Problem]:
     """Every invariant violation in the ledger; an empty list means the ledger is sound."""
     problems: list[Problem] = []
-    cached_debits = (
-        sa.select(sa.func.coalesce(sa.func.sum(balances.c.debits), 0))
-        .where(balances.c.account_id == accounts.c.id)
-        .scalar_subquery()
+    # Set-based: one pass over transfers per side, one over balances, joined by account.
+    debited = (
+        sa.select(
+            transfers.c.debit_account_id.label("account_id"),
+            sa.func.sum(transfers.c.amount).label("amount"),
+        )
+        .group_by(transfers.c.debit_account_id)
+        .subquery()
     )
-    cached_credits = (
-        sa.select(sa.func.coalesce(sa.func.sum(balances.c.credits), 0))
-        .where(balances.c.account_id == accounts.c.id)
-        .scalar_subquery()
+    credited = (
+        sa.select(
+            transfers.c.credit_account_id.label("account_id"),
+            sa.func.sum(transfers.c.amount).label("amount"),
+        )
+        .group_by(transfers.c.credit_account_id)
+        .subquery()
+    )
+    cached = (
+        sa.select(
+            balances.c.account_id,
+            sa.func.sum(balances.c.debits).label("debits"),
+            sa.func.sum(balances.c.credits).label("credits"),
+        )
+        .group_by(balances.c.account_id)
+        .subquery()
     )
     rows = session.execute(
         sa.select(
             accounts.c.code,
             accounts.c.currency,
-            cached_debits.label("cached_debits"),
-            cached_credits.label("cached_credits"),
-            side_sum(transfers.c.debit_account_id).label("debits"),
-            side_sum(transfers.c.credit_account_id).label("credits"),
-        ).order_by(accounts.c.code)
+            sa.func.coalesce(cached.c.debits, 0).label("cached_debits"),
+            sa.func.coalesce(cached.c.credits, 0).label("cached_credits"),
+            sa.func.coalesce(debited.c.amount, 0).label("debits"),
+            sa.func.coalesce(credited.c.amount, 0).label("credits"),
+        )
+        .outerjoin(cached, cached.c.account_id == accounts.c.id)
+        .outerjoin(debited, debited.c.account_id == accounts.c.id)
+        .outerjoin(credited, credited.c.account_id == accounts.c.id)
+        .order_by(accounts.c.code)
     )
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:

@@ -1,0 +1,137 @@
+"""Period close on PostgreSQL: N usage transfers across C customers closed in one daily cycle.
+
+    .venv/bin/python -m bench.close_period [--transfers 1000000] [--customers 10000]
+
+Starts a throwaway PostgreSQL as the tests do, provisions the customers through the service
+(accounts, counters), then loads the day's usage with one set-based SQL statement shaped exactly
+like ingestion's rows (transfers with their metadata, cached balances, usage counters), and
+times `close_periods(..., "daily", ...)` in one unit of work. `ledger check` runs afterwards.
+Loading through HTTP would measure ingestion, which `bench.usage_http` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+import migrations
+from billing.closing import close_periods
+from billing.config import BillingDefaults
+from billing.customers import provision_customers
+from ledger.checks import check_ledger
+from ledger.db import make_engine, make_session_factory, unit_of_work
+from tests.pgserver import PostgresServer
+
+DAY = datetime(2026, 11, 23, tzinfo=UTC)
+CLOSE_AT = datetime(2026, 11, 24, 2, tzinfo=UTC)
+
+LOAD = """
+CREATE TEMP TABLE bench_customers AS
+  SELECT row_number() OVER (ORDER BY a.id) - 1 AS n, a.id AS account_id, a.customer_id
+  FROM accounts a WHERE a.code LIKE 'customer%unbilled';
+INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
+                       debit_account_id, credit_account_id, amount, currency,
+                       effective_at, posted_at, metadata)
+SELECT u, u, 'usage', 'bench-' || g, 0, md5(g::text), c.account_id, :revenue,
+       7000 * (1 + g % 3), 'USD',
+       :day + make_interval(secs => (g % 86400)), :day + make_interval(secs => (g % 86400) + 1),
+       jsonb_build_object('user_id', c.customer_id, 'destination', '+447400123456',
+                          'country', CASE WHEN g % 5 = 0 THEN 'US' ELSE 'GB' END,
+                          'prefix', CASE WHEN g % 5 = 0 THEN '1' ELSE '4474' END,
+                          'segments', 1 + g % 3, 'rate_id', 1, 'unit_price', 7000,
+                          'priced_by', 'rate')
+FROM (SELECT gen_random_uuid() AS u, g FROM generate_series(1, :transfers) g) s
+JOIN bench_customers c ON c.n = s.g % :customers;
+UPDATE balances b SET debits = b.debits + s.total
+  FROM (SELECT debit_account_id, sum(amount) AS total FROM transfers GROUP BY 1) s
+  WHERE b.account_id = s.debit_account_id AND b.slot = 0;
+UPDATE balances SET credits = credits + (SELECT sum(amount) FROM transfers)
+  WHERE account_id = :revenue AND slot = 0;
+UPDATE usage_counters u SET unbilled_messages = s.messages, unbilled_segments = s.segments,
+       oldest_unbilled_at = s.oldest
+  FROM (SELECT metadata->>'user_id' AS customer, count(*) AS messages,
+               sum((metadata->>'segments')::int) AS segments, min(effective_at) AS oldest
+        FROM transfers GROUP BY 1) s
+  WHERE u.customer_id = s.customer;
+ANALYZE;
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--transfers", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    args = parser.parse_args()
+
+    server = PostgresServer()
+    admin_url = server.start()
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql("CREATE DATABASE bench")
+            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
+        admin.dispose()
+        url = server.url("bench")
+        migrations.upgrade(url)
+        engine = make_engine(url)
+        sessions = make_session_factory(engine)
+        started = time.perf_counter()
+        with unit_of_work(sessions) as session:
+            provision_customers(session, [f"c{n}" for n in range(args.customers)], "USD", DAY)
+            revenue = session.execute(
+                sa.text("SELECT id FROM accounts WHERE code = 'revenue:sms:USD'")
+            ).scalar_one()
+            for statement in LOAD.split(";\n"):
+                if statement.strip():
+                    session.execute(
+                        sa.text(statement),
+                        {
+                            "revenue": revenue,
+                            "day": DAY,
+                            "transfers": args.transfers,
+                            "customers": args.customers,
+                        },
+                    )
+        load_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        with unit_of_work(sessions) as session:
+            summary = close_periods(session, "daily", CLOSE_AT, BillingDefaults())
+        close_seconds = time.perf_counter() - started
+
+        with unit_of_work(sessions) as session:
+            problems = check_ledger(session)
+            billed = session.execute(sa.text("SELECT count(*) FROM invoice_usage")).scalar_one()
+            unbilled = session.execute(
+                sa.text(
+                    "SELECT coalesce(sum(b.debits - b.credits), 0) FROM balances b"
+                    " JOIN accounts a ON a.id = b.account_id WHERE a.code LIKE '%unbilled'"
+                )
+            ).scalar_one()
+        engine.dispose()
+    finally:
+        server.stop()
+
+    print(f"command: python -m bench.close_period {' '.join(sys.argv[1:])}".rstrip())
+    print(
+        f"machine: {platform.machine()}, python {platform.python_version()}, PostgreSQL {pg_version}"
+    )
+    print(f"load (setup, not measured): {load_seconds:.1f} s")
+    print("| measure | figure |")
+    print("|---|---|")
+    print(
+        f"| close {args.transfers:,} usage transfers across {args.customers:,} customers"
+        f" | {close_seconds:.2f} s ({args.transfers / close_seconds:,.0f} transfers/s) |"
+    )
+    print(f"| invoices created | {summary.invoices_created:,} |")
+    print(f"| usage rows billed | {billed:,}; unbilled left: {unbilled} |")
+    print(f"| ledger check | {'ok' if not problems else problems[:3]} |")
+
+
+if __name__ == "__main__":
+    main()
