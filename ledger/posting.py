@@ -327,7 +327,12 @@ def _move_balances(
         or (account_by_id[a].credits_must_not_exceed_debits and c > 0)
         for (a, _slot), (d, c) in deltas.items()
     )
-    locked = connection.execute(_LOCK_BALANCE_ROWS, {"rows": sorted(deltas)}) if at_risk else ()
+    ordered = sorted(deltas)
+    locked = (
+        row
+        for start in range(0, len(ordered) if at_risk else 0, 1000)  # bounded IN lists
+        for row in connection.execute(_LOCK_BALANCE_ROWS, {"rows": ordered[start : start + 1000]})
+    )
     for row in locked:
         debit_delta, credit_delta = deltas[(row.account_id, row.slot)]
         debits, credits = row.debits + debit_delta, row.credits + credit_delta

@@ -49,8 +49,6 @@ def upgrade() -> None:
     op.create_table('invoice_usage',
     sa.Column('transfer_id', sa.Uuid(), nullable=False),
     sa.Column('invoice_id', sa.Uuid(), nullable=False),
-    sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_invoice_usage_invoice_id')),
-    sa.ForeignKeyConstraint(['transfer_id'], ['transfers.id'], name=op.f('fk_invoice_usage_transfer_id')),
     sa.PrimaryKeyConstraint('transfer_id', name=op.f('pk_invoice_usage'))
     )
     with op.batch_alter_table('invoice_usage', schema=None) as batch_op:
