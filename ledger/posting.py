@@ -275,11 +275,11 @@ def _merge_metadata(
     return {**(entry_metadata or {}), **(leg_metadata or {})}
 
 
+# Locks every slot row of the touched accounts (a hot account's other slots too: harmless,
+# and a plain IN list plans well where a list of (account, slot) pairs did not).
 _LOCK_BALANCE_ROWS = (
     sa.select(balances)
-    .where(
-        sa.tuple_(balances.c.account_id, balances.c.slot).in_(sa.bindparam("rows", expanding=True))
-    )
+    .where(balances.c.account_id.in_(sa.bindparam("accounts", expanding=True)))
     .order_by(balances.c.account_id, balances.c.slot)
     .with_for_update()
 )
@@ -327,11 +327,14 @@ def _move_balances(
         or (account_by_id[a].credits_must_not_exceed_debits and c > 0)
         for (a, _slot), (d, c) in deltas.items()
     )
-    ordered = sorted(deltas)
+    ordered = sorted({account for account, _slot in deltas})
     locked = (
         row
         for start in range(0, len(ordered) if at_risk else 0, 1000)  # bounded IN lists
-        for row in connection.execute(_LOCK_BALANCE_ROWS, {"rows": ordered[start : start + 1000]})
+        for row in connection.execute(
+            _LOCK_BALANCE_ROWS, {"accounts": ordered[start : start + 1000]}
+        )
+        if (row.account_id, row.slot) in deltas
     )
     for row in locked:
         debit_delta, credit_delta = deltas[(row.account_id, row.slot)]
