@@ -99,7 +99,8 @@ def close_periods(
     if not due:
         return summary
     _lock_unbilled(session, [d.unbilled_account for d in due])
-    remaining = _later_usage(session, due)
+    _stage_due(session, due)
+    remaining = _later_usage(session)
     _stage(session, due)
     totals = _usage_totals(session, due)
     rate_ids = _rate_ids(session, due)
@@ -238,29 +239,6 @@ def _lock_unbilled(session: Session, account_ids: list[int]) -> None:
     ).all()
 
 
-def _billable(due: list[_Due], *, exclude_billed: bool = True) -> sa.ColumnElement[bool]:
-    """Usage of these customers, before the period end, not yet billed, not reversed.
-
-    One close has one end for everyone; the lower bound is the earliest unbilled usage among
-    them (usage before a customer's own bound is billed already, and the NOT EXISTS drops it),
-    so the planner sees one simple range per account instead of hundreds of OR branches.
-    """
-    reversed_ = sa.select(transfers.c.id).where(transfers.c.reverses_id == _usage.c.id)
-    billed = sa.select(invoice_usage.c.transfer_id).where(
-        invoice_usage.c.transfer_id == _usage.c.id
-    )
-    conditions = [
-        _usage.c.kind == Kind.USAGE.value,
-        _usage.c.debit_account_id.in_([d.unbilled_account for d in due]),
-        _usage.c.effective_at >= min(d.oldest for d in due),
-        _usage.c.effective_at < max(d.end for d in due),
-        ~sa.exists(reversed_),
-    ]
-    if exclude_billed:
-        conditions.append(~sa.exists(billed))
-    return sa.and_(*conditions)
-
-
 _usage = transfers.alias("usage")
 
 
@@ -279,6 +257,14 @@ _STAGE = sa.Table(
     sa.Column("rate_id", sa.BigInteger),
     prefixes=["TEMPORARY"],
 )
+_STAGE_DUE = sa.Table(
+    "close_stage_due",
+    _stage_metadata,
+    sa.Column("account_id", sa.BigInteger),
+    sa.Column("oldest", UtcDateTime),
+    sa.Column("period_end", UtcDateTime),
+    prefixes=["TEMPORARY"],
+)
 _STAGE_INVOICES = sa.Table(
     "close_stage_invoices",
     _stage_metadata,
@@ -289,32 +275,54 @@ _STAGE_INVOICES = sa.Table(
 
 
 def _stage(session: Session, due: list[_Due]) -> None:
+    """Read the billable usage of all due customers in one statement: the due accounts with
+    their own bounds go into a session-local table and the usage is joined to it, so the
+    planner chooses one pass over the period (or index scans for a few customers) instead of
+    one scan per chunk of an IN list."""
     connection = session.connection()
-    _unstage(session)
     _STAGE.create(connection)
     _STAGE_INVOICES.create(connection)
-    for chunk in _chunks(due, 1000):
-        connection.execute(
-            sa.insert(_STAGE).from_select(
-                ["transfer_id", "account_id", "amount", "segments", "country", "prefix", "rate_id"],
-                sa.select(
-                    _usage.c.id,
-                    _usage.c.debit_account_id,
-                    _usage.c.amount,
-                    _usage.c.metadata["segments"].as_integer(),
-                    _usage.c.metadata["country"].as_string(),
-                    _usage.c.metadata["prefix"].as_string(),
-                    _usage.c.metadata["rate_id"].as_integer(),
-                ).where(_billable(chunk)),
+    connection.execute(
+        sa.insert(_STAGE).from_select(
+            ["transfer_id", "account_id", "amount", "segments", "country", "prefix", "rate_id"],
+            sa.select(
+                _usage.c.id,
+                _usage.c.debit_account_id,
+                _usage.c.amount,
+                _usage.c.metadata["segments"].as_integer(),
+                _usage.c.metadata["country"].as_string(),
+                _usage.c.metadata["prefix"].as_string(),
+                _usage.c.metadata["rate_id"].as_integer(),
             )
+            .join(_STAGE_DUE, _STAGE_DUE.c.account_id == _usage.c.debit_account_id)
+            .where(
+                _usage.c.kind == Kind.USAGE.value,
+                _usage.c.effective_at >= _STAGE_DUE.c.oldest,
+                _usage.c.effective_at < _STAGE_DUE.c.period_end,
+                ~sa.exists().where(invoice_usage.c.transfer_id == _usage.c.id),
+                ~sa.exists().where(transfers.c.reverses_id == _usage.c.id),
+            ),
         )
+    )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ANALYZE close_stage")
 
 
+def _stage_due(session: Session, due: list[_Due]) -> None:
+    connection = session.connection()
+    _unstage(session)
+    _STAGE_DUE.create(connection)
+    connection.execute(
+        sa.insert(_STAGE_DUE),
+        [{"account_id": d.unbilled_account, "oldest": d.oldest, "period_end": d.end} for d in due],
+    )
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ANALYZE close_stage_due")
+
+
 def _unstage(session: Session) -> None:
     connection = session.connection()
-    for table in (_STAGE_INVOICES, _STAGE):
+    for table in (_STAGE_INVOICES, _STAGE, _STAGE_DUE):
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
 
 
@@ -422,24 +430,21 @@ def _post_transfers(session: Session, rows: list[dict[str, Any]], now: datetime)
     post_entries(session, entries, now)
 
 
-def _later_usage(session: Session, due: list[_Due]) -> dict[int, datetime]:
+def _later_usage(session: Session) -> dict[int, datetime]:
     """Per unbilled account, the earliest unbilled usage at or after the period end: what
     `oldest_unbilled_at` becomes once everything before the end is billed. Read before the
     close writes `invoice_usage`, so its anti-join plans on settled statistics."""
-    remaining: dict[int, datetime] = {}
-    for chunk in _chunks(due):
-        rows = session.execute(
-            sa.select(_usage.c.debit_account_id, sa.func.min(_usage.c.effective_at))
-            .where(
-                _usage.c.kind == Kind.USAGE.value,
-                _usage.c.debit_account_id.in_([d.unbilled_account for d in chunk]),
-                _usage.c.effective_at >= max(d.end for d in chunk),
-                ~sa.exists().where(invoice_usage.c.transfer_id == _usage.c.id),
-            )
-            .group_by(_usage.c.debit_account_id)
-        ).all()
-        remaining.update({account: oldest for account, oldest in rows})
-    return remaining
+    rows = session.execute(
+        sa.select(_usage.c.debit_account_id, sa.func.min(_usage.c.effective_at))
+        .join(_STAGE_DUE, _STAGE_DUE.c.account_id == _usage.c.debit_account_id)
+        .where(
+            _usage.c.kind == Kind.USAGE.value,
+            _usage.c.effective_at >= _STAGE_DUE.c.period_end,
+            ~sa.exists().where(invoice_usage.c.transfer_id == _usage.c.id),
+        )
+        .group_by(_usage.c.debit_account_id)
+    ).all()
+    return {account: oldest for account, oldest in rows}
 
 
 def _move_counters(
@@ -519,8 +524,3 @@ def _queue_follow_ups(
             notes,
         )
     return len(charges)
-
-
-def _chunks(items: list[_Due], size: int = 1000) -> Iterable[list[_Due]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -91,6 +91,8 @@ class PostgresServer:
                 "-c full_page_writes=off",
                 "-c max_connections=200",
                 "-c shared_buffers=256MB",
+                # Extra server settings for experiments, e.g. "-c work_mem=64MB".
+                os.environ.get("SMSLEDGER_PG_OPTIONS", ""),
             ]
         )
         self._run(
