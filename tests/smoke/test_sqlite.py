@@ -180,3 +180,45 @@ def test_cli_commands_work_on_a_fresh_directory(tmp_path: Path) -> None:
         [smsledger, "ledger", "check"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert check.returncode == 0 and "ledger ok" in check.stdout
+
+
+def test_a_daily_close_works_on_sqlite(sqlite_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from billing.closing import close_periods
+    from billing.config import BillingDefaults
+    from billing.rate_sheets import add_rates, parse_sheet
+    from billing.tables import invoice_lines, invoices
+    from billing.usage import ingest_usage, validate_events
+
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+    posted_at = datetime(2026, 11, 24, 1, tzinfo=UTC)
+    events = validate_events(
+        [
+            {
+                "message_id": f"m{n}",
+                "user_id": "42",
+                "destination": "+447400123456",
+                "segments": 1,
+                "sent_at": f"2026-11-23T1{n}:00:00Z",
+            }
+            for n in range(3)
+        ]
+    )
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(sheet.read_text()), posted_at)
+        ingest_usage(session, events, posted_at, BillingDefaults())
+    with unit_of_work(sessions) as session:
+        summary = close_periods(
+            session, "daily", datetime(2026, 11, 24, 2, tzinfo=UTC), BillingDefaults()
+        )
+    assert summary.invoices_created == 1
+    with unit_of_work(sessions) as session:
+        (invoice,) = session.execute(sa.select(invoices)).all()
+        assert (invoice.usage_micros, invoice.amount_micros) == (21_000, 20_000)
+        assert session.execute(sa.select(invoice_lines.c.messages)).scalar_one() == 3
+        assert account_balance(session, "customer:42:unbilled").balance == 0
+        assert check_ledger(session) == []
+    engine.dispose()
