@@ -8,7 +8,7 @@ from datetime import datetime
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import cron, errors, health, ledger, rates, settings, usage
+from api import billing_records, cron, errors, health, ledger, rates, settings, usage
 from api.jsonio import ExactJSONProvider
 from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
@@ -59,6 +59,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(rates.blp)
     api.register_blueprint(settings.blp)
     api.register_blueprint(cron.blp)
+    api.register_blueprint(billing_records.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

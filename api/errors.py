@@ -43,6 +43,8 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (billing_errors.UnknownCustomer, 422, "unknown_customer"),
     (billing_errors.InvalidSettings, 422, "invalid_settings"),
     (billing_errors.InvalidRate, 422, "invalid_rate"),
+    (billing_errors.UnknownInvoice, 404, "invoice_not_found"),
+    (billing_errors.InvalidInvoiceState, 409, "invalid_state"),
     (billing_errors.InvalidRole, 422, "invalid_role"),
     (ledger_errors.LedgerError, 422, "invalid_request"),
 ]

@@ -118,9 +118,8 @@ def main() -> None:
         server.stop()
 
     print(f"command: python -m bench.close_period {' '.join(sys.argv[1:])}".rstrip())
-    print(
-        f"machine: {platform.machine()}, python {platform.python_version()}, PostgreSQL {pg_version}"
-    )
+    print(f"machine: {platform.machine()}, python {platform.python_version()},")
+    print(f"  PostgreSQL {pg_version}")
     print(f"load (setup, not measured): {load_seconds:.1f} s")
     print("| measure | figure |")
     print("|---|---|")

@@ -34,3 +34,12 @@ class UnknownCustomer(BillingError):
 
 class InvalidRate(BillingError):
     """Raised when a rate (or a line of a rate file) is malformed; details name line and field."""
+
+
+class UnknownInvoice(BillingError):
+    """Raised when an invoice id does not exist."""
+
+
+class InvalidInvoiceState(BillingError):
+    """Raised when an admin action does not fit the invoice's state (retrying a paid invoice,
+    approving one twice, cancelling one being charged)."""

@@ -1,0 +1,211 @@
+"""Billing records for admins: listing with filters and pagination, one invoice with its lines
+and transfers, and the actions (process, approve, retry, cancel) with their state rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from billing.config import Config
+from billing.rate_sheets import add_rates, parse_sheet
+from billing.settings import put_settings
+from billing.tables import invoices, outbox
+from ledger.balances import account_balance
+from ledger.checks import check_ledger
+from ledger.db import unit_of_work
+from tests.conftest import Clock, build_app
+
+pytestmark = pytest.mark.postgres
+
+SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+
+
+@pytest.fixture
+def admin(pg_url: str) -> Any:
+    clock = Clock(datetime(2026, 11, 24, 0, 30, tzinfo=UTC))
+    app, keys = build_app(pg_url, clock, Config(database_url=pg_url, cron_secret="s"))
+    sessions = app.extensions["smsledger"].sessions
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), clock())
+        put_settings(
+            session,
+            "manual",
+            {"require_manual_approval": True},
+            app.extensions["smsledger"].config.billing,
+            clock(),
+        )
+    client = app.test_client()
+    service = {"Authorization": f"Bearer {keys['service']}"}
+    for user, sent in (
+        ("42", "2026-11-23T10:00:00Z"),
+        ("42", "2026-11-23T11:00:00Z"),
+        ("manual", "2026-11-23T12:00:00Z"),
+    ):
+        event = {
+            "message_id": f"{user}-{sent}",
+            "user_id": user,
+            "destination": "+447400123456",
+            "segments": 1,
+            "sent_at": sent,
+        }
+        assert client.post("/api/usage", json=event, headers=service).status_code == 201
+    clock.now = datetime(2026, 11, 24, 2, tzinfo=UTC)
+    assert (
+        client.post(
+            "/api/cron/process-sms-billing?type=daily", headers={"Authorization": "Bearer s"}
+        ).json["invoices_created"]
+        == 2
+    )
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+
+    class Admin:
+        def get(self, path: str = "", **kw: Any) -> Any:
+            return client.get(f"/api/admin/sms/billing{path}", headers=headers, **kw)
+
+        def post(self, body: Any) -> Any:
+            return client.post("/api/admin/sms/billing", json=body, headers=headers)
+
+        def invoice_of(self, user: str) -> dict[str, Any]:
+            return next(i for i in self.get().json["items"] if i["user_id"] == user)
+
+    helper = Admin()
+    helper.app, helper.keys, helper.sessions = app, keys, sessions  # type: ignore[attr-defined]
+    yield helper
+    app.extensions["smsledger"].engine.dispose()
+
+
+def test_records_list_with_filters_and_the_documented_shape(admin: Any) -> None:
+    page = admin.get().json
+    assert (page["page"], page["per_page"], page["total"]) == (1, 50, 2)
+    record = admin.invoice_of("42")
+    assert {
+        k: record[k]
+        for k in (
+            "user_id",
+            "status",
+            "frequency",
+            "message_count",
+            "amount",
+            "currency",
+            "attempts",
+        )
+    } == {
+        "user_id": "42",
+        "status": "pending",
+        "frequency": "daily",
+        "message_count": 2,
+        "amount": "0.01",
+        "currency": "USD",
+        "attempts": 0,
+    }
+    assert (
+        record["period_start"] == "2026-11-23T00:00:00Z"
+        and record["period_end"] == "2026-11-24T00:00:00Z"
+    )
+    assert admin.get(query_string={"userId": "manual"}).json["total"] == 1
+    assert admin.get(query_string={"status": "failed"}).json["total"] == 0
+    assert admin.get(query_string={"from": "2026-11-24T00:00:00Z"}).json["total"] == 0
+    assert admin.get(query_string={"per_page": 1, "page": 2}).json["items"][0]["id"]
+    assert admin.get(query_string={"status": "lost"}).status_code == 422
+
+
+def test_one_record_carries_lines_and_ledger_transfers(admin: Any) -> None:
+    record = admin.invoice_of("42")
+    detail = admin.get(f"/{record['id']}").json
+    assert detail["lines"] == [
+        {"country": "GB", "prefix": "4474", "messages": 2, "segments": 2, "amount": "0.014"}
+    ]
+    assert {t["kind"] for t in detail["transfers"]} == {"invoice", "rounding"}
+    assert detail["usage"] == "0.014" and detail["rounding"] == "0.004"
+    assert detail["settings"]["rounding"].startswith("ROUND_HALF_UP") and detail["rate_ids"]
+    assert detail["payment_attempts"] == []
+    accountant = admin.app.test_client().get(
+        f"/api/admin/sms/billing/{record['id']}",
+        headers={"Authorization": f"Bearer {admin.keys['accountant']}"},
+    )
+    assert accountant.status_code == 200
+    assert (
+        admin.get("/00000000-0000-0000-0000-000000000000").json["error"]["code"]
+        == "invoice_not_found"
+    )
+
+
+def test_approving_a_manual_invoice_queues_its_charge_once(admin: Any) -> None:
+    manual = admin.invoice_of("manual")
+    assert manual["approved_at"] is None
+    approved = admin.post({"billingId": manual["id"], "action": "approve"})
+    assert approved.status_code == 200 and approved.json["approved_at"] == "2026-11-24T02:00:00Z"
+    again = admin.post({"billingId": manual["id"], "action": "approve"})
+    assert (again.status_code, again.json["error"]["code"]) == (409, "invalid_state")
+    with unit_of_work(admin.sessions) as session:
+        keys = session.execute(sa.select(outbox.c.key)).scalars().all()
+    assert sorted(keys) == sorted(
+        [f"charge:{admin.invoice_of('42')['id']}:1", f"charge:{manual['id']}:1"]
+    )
+
+
+def test_retry_needs_a_failed_invoice(admin: Any) -> None:
+    record = admin.invoice_of("42")
+    refused = admin.post({"billingId": record["id"], "action": "retry"})
+    assert (refused.status_code, refused.json["error"]["code"]) == (409, "invalid_state")
+    with unit_of_work(admin.sessions) as session:
+        session.execute(
+            sa.update(invoices)
+            .where(invoices.c.id == record["id"])
+            .values(status="failed", attempts=1)
+        )
+    retried = admin.post({"billingId": record["id"], "action": "retry"})
+    assert retried.json["status"] == "pending"
+    with unit_of_work(admin.sessions) as session:
+        assert (
+            f"charge:{record['id']}:2" in session.execute(sa.select(outbox.c.key)).scalars().all()
+        )
+
+
+def test_cancelling_reverses_the_invoice_and_writes_the_usage_off(admin: Any) -> None:
+    record = admin.invoice_of("42")
+    cancelled = admin.post({"billingId": record["id"], "action": "cancel"})
+    assert cancelled.json["status"] == "cancelled"
+    with unit_of_work(admin.sessions) as session:
+        assert account_balance(session, "customer:42:receivable").balance == 0
+        assert account_balance(session, "customer:42:unbilled").balance == 0
+        assert account_balance(session, "adjustments:USD").balance == 14_000
+        assert check_ledger(session) == []
+    kinds = sorted(t["kind"] for t in admin.get(f"/{record['id']}").json["transfers"])
+    assert kinds == ["adjustment", "invoice", "reversal", "reversal", "rounding"]
+    assert admin.post({"billingId": record["id"], "action": "cancel"}).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"billingId": "nope"}, 422),
+        ({"billingId": "00000000-0000-0000-0000-000000000000"}, 404),
+        ({"billingId": "00000000-0000-0000-0000-000000000000", "action": "pay"}, 422),
+    ],
+)
+def test_bad_actions_are_refused(admin: Any, body: dict[str, Any], status: int) -> None:
+    assert admin.post(body).status_code == status
+
+
+def test_only_admins_list_and_act(admin: Any) -> None:
+    client = admin.app.test_client()
+    for role in ("service", "accountant"):
+        headers = {"Authorization": f"Bearer {admin.keys[role]}"}
+        assert client.get("/api/admin/sms/billing", headers=headers).status_code == 403
+        assert client.post("/api/admin/sms/billing", json={}, headers=headers).status_code == 403
+
+
+def test_processing_now_approves_and_queues_the_charge(admin: Any) -> None:
+    manual = admin.invoice_of("manual")
+    processed = admin.post({"billingId": manual["id"]})  # action defaults to process
+    assert processed.status_code == 200 and processed.json["approved_at"] is not None
+    with unit_of_work(admin.sessions) as session:
+        assert (
+            f"charge:{manual['id']}:1" in session.execute(sa.select(outbox.c.key)).scalars().all()
+        )
