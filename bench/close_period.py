@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-import migrations
 from billing.closing import close_periods
 from billing.config import BillingDefaults
 from billing.customers import provision_customers
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
-from tests.pgserver import PostgresServer
+from tests.pgserver import migrated_database
 
 DAY = datetime(2026, 11, 23, tzinfo=UTC)
 CLOSE_AT = datetime(2026, 11, 24, 2, tzinfo=UTC)
@@ -68,16 +67,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     args = parser.parse_args()
 
-    server = PostgresServer()
-    admin_url = server.start()
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql("CREATE DATABASE bench")
-            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
-        admin.dispose()
-        url = server.url("bench")
-        migrations.upgrade(url)
+    with migrated_database() as (url, pg_version):
         engine = make_engine(url)
         sessions = make_session_factory(engine)
         started = time.perf_counter()
@@ -114,8 +104,6 @@ def main() -> None:
                 )
             ).scalar_one()
         engine.dispose()
-    finally:
-        server.stop()
 
     print(f"command: python -m bench.close_period {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, python {platform.python_version()},")

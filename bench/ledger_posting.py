@@ -25,13 +25,12 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-import migrations
 from billing.chart import ensure_chart
 from ledger.balances import account_balance
 from ledger.db import make_engine, make_session_factory, run_in_transaction, unit_of_work
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entries, post_entry
-from tests.pgserver import PostgresServer
+from tests.pgserver import migrated_database
 
 CUSTOMERS = 50
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -95,15 +94,7 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=2000)
     args = parser.parse_args()
 
-    server = PostgresServer()
-    admin_url = server.start()
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql("CREATE DATABASE bench")
-        admin.dispose()
-        url = server.url("bench")
-        migrations.upgrade(url)
+    with migrated_database() as (url, pg_version):
         engine = make_engine(url, pool_size=20, max_overflow=10)
         sessions = make_session_factory(engine)
         with unit_of_work(sessions) as session:
@@ -119,10 +110,7 @@ def main() -> None:
         reads = bench_reads(sessions)
         with engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
-            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
         engine.dispose()
-    finally:
-        server.stop()
 
     command = " ".join(["python", "-m", "bench.ledger_posting", *sys.argv[1:]])
     print(f"command: {command}")

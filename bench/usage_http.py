@@ -31,13 +31,12 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-import migrations
 from billing.api_keys import create_key
 from billing.rate_sheets import add_rates, parse_sheet
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.conftest import NOW
-from tests.pgserver import PostgresServer
+from tests.pgserver import migrated_database
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOMERS = 50
@@ -170,87 +169,78 @@ def main() -> None:
     args = parser.parse_args()
     wrk = ensure_wrk()
 
-    server = PostgresServer()
-    admin_url = server.start()
     gunicorn = None
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql("CREATE DATABASE bench")
-            pg_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
-        admin.dispose()
-        url = server.url("bench")
-        migrations.upgrade(url)
-        engine = make_engine(url)
-        sessions = make_session_factory(engine)
-        with unit_of_work(sessions) as session:
-            add_rates(session, parse_sheet((ROOT / "examples" / "rates.csv").read_text()), NOW)
-            key, _ = create_key(session, "service", "bench", NOW)
+    with migrated_database() as (url, pg_version):
+        try:
+            engine = make_engine(url)
+            sessions = make_session_factory(engine)
+            with unit_of_work(sessions) as session:
+                add_rates(session, parse_sheet((ROOT / "examples" / "rates.csv").read_text()), NOW)
+                key, _ = create_key(session, "service", "bench", NOW)
 
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
-        gunicorn = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                *args.gunicorn.split(),
-                "-b",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        warm = [
-            {
-                "message_id": f"warm-{n}",
-                "user_id": f"c{n}",
-                "destination": "+447400123456",
-                "segments": 1,
-            }
-            for n in range(CUSTOMERS)
-        ]
-        requests.post(
-            f"{base}/api/usage",
-            json={"events": warm},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=60,
-        ).raise_for_status()
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
+            gunicorn = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "gunicorn"),
+                    *args.gunicorn.split(),
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "--log-level",
+                    "warning",
+                    "wsgi:app",
+                ],
+                cwd=ROOT,
+                env=env,
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.2)
+            warm = [
+                {
+                    "message_id": f"warm-{n}",
+                    "user_id": f"c{n}",
+                    "destination": "+447400123456",
+                    "segments": 1,
+                }
+                for n in range(CUSTOMERS)
+            ]
+            requests.post(
+                f"{base}/api/usage",
+                json={"events": warm},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            ).raise_for_status()
 
-        values = {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
-        single_1 = run_wrk(wrk, POST_ONE % values, base, 1, args.seconds)
-        values["run"] = uuid.uuid4().hex[:8]
-        results: dict[str, dict[str, float]] = {}
+            values = {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
+            single_1 = run_wrk(wrk, POST_ONE % values, base, 1, args.seconds)
+            values["run"] = uuid.uuid4().hex[:8]
+            results: dict[str, dict[str, float]] = {}
 
-        def checks() -> None:
-            time.sleep(1)
-            results["check"] = run_wrk(wrk, CHECK % values, base, 2, args.seconds - 2)
+            def checks() -> None:
+                time.sleep(1)
+                results["check"] = run_wrk(wrk, CHECK % values, base, 2, args.seconds - 2)
 
-        checker = threading.Thread(target=checks)
-        checker.start()
-        single_16 = run_wrk(wrk, POST_ONE % values, base, 16, args.seconds)
-        checker.join()
-        check_idle = run_wrk(wrk, CHECK % values, base, 2, 5)
-        batch_rate = post_batches(base, key, args.batches, 2)
+            checker = threading.Thread(target=checks)
+            checker.start()
+            single_16 = run_wrk(wrk, POST_ONE % values, base, 16, args.seconds)
+            checker.join()
+            check_idle = run_wrk(wrk, CHECK % values, base, 2, 5)
+            batch_rate = post_batches(base, key, args.batches, 2)
 
-        with unit_of_work(sessions) as session:
-            problems = check_ledger(session)
-            rows = session.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
-        engine.dispose()
-    finally:
-        if gunicorn is not None:
-            gunicorn.terminate()
-            gunicorn.wait(timeout=20)
-        server.stop()
+            with unit_of_work(sessions) as session:
+                problems = check_ledger(session)
+                rows = session.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
+            engine.dispose()
+        finally:
+            if gunicorn is not None:
+                gunicorn.terminate()
+                gunicorn.wait(timeout=20)
 
     print(f"command: python -m bench.usage_http {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores,")

@@ -26,25 +26,22 @@ class Problem:
     message: str
 
 
+def _sums_by(side: sa.Column[int]) -> sa.Subquery:
+    """Total transfer amount per account on one side, in one pass over transfers."""
+    return (
+        sa.select(side.label("account_id"), sa.func.sum(transfers.c.amount).label("amount"))
+        .group_by(side)
+        .subquery()
+    )
+
+
 def check_ledger(session: Session) -> list[Problem]:
     """Every invariant violation in the ledger; an empty list means the ledger is sound."""
     problems: list[Problem] = []
     # Set-based: one pass over transfers per side, one over balances, joined by account.
-    debited = (
-        sa.select(
-            transfers.c.debit_account_id.label("account_id"),
-            sa.func.sum(transfers.c.amount).label("amount"),
-        )
-        .group_by(transfers.c.debit_account_id)
-        .subquery()
-    )
-    credited = (
-        sa.select(
-            transfers.c.credit_account_id.label("account_id"),
-            sa.func.sum(transfers.c.amount).label("amount"),
-        )
-        .group_by(transfers.c.credit_account_id)
-        .subquery()
+    debited, credited = (
+        _sums_by(transfers.c.debit_account_id),
+        _sums_by(transfers.c.credit_account_id),
     )
     cached = (
         sa.select(

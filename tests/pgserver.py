@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SERVICE_USER = "postgres"
@@ -147,3 +149,25 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         server.stop()
         sys.exit(0)
+
+
+@contextmanager
+def migrated_database(name: str = "bench") -> Iterator[tuple[str, str]]:
+    """A throwaway cluster with one database migrated to head: (url, server version)."""
+    import sqlalchemy as sa
+
+    import migrations
+
+    server = PostgresServer()
+    admin_url = server.start()
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+            version = str(connection.execute(sa.text("SHOW server_version")).scalar_one())
+        admin.dispose()
+        url = server.url(name)
+        migrations.upgrade(url)
+        yield url, version
+    finally:
+        server.stop()
