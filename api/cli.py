@@ -110,6 +110,46 @@ def bill(frequency: str) -> None:
         sys.exit(1)
 
 
+def _redis() -> Any:
+    from redis import Redis
+
+    url = runtime().config.redis_url
+    if not url:
+        click.echo("REDIS_URL is not set: workers and the scheduler need Redis", err=True)
+        sys.exit(2)
+    return Redis.from_url(url)
+
+
+@click.command("worker")
+@with_appcontext
+@click.option("--burst", is_flag=True, help="exit when the queues are empty")
+def worker(burst: bool) -> None:
+    """Run an RQ worker on the billing, payments, notifications and reconciliation queues."""
+    from rq import Queue, Worker
+
+    from jobs.schedule import QUEUES
+
+    connection = _redis()
+    queues = [Queue(name, connection=connection) for name in QUEUES]
+    Worker(queues, connection=connection).work(burst=burst)
+
+
+@click.command("scheduler")
+@with_appcontext
+@click.option("--burst", is_flag=True, help="enqueue what is due once, then exit")
+def scheduler(burst: bool) -> None:
+    """(Re)register the schedules and run rq-scheduler (run exactly one)."""
+    from rq_scheduler import Scheduler
+
+    from jobs.schedule import register
+
+    connection = _redis()
+    rq_scheduler = Scheduler(queue_name="billing", connection=connection)
+    ids = register(rq_scheduler)
+    click.echo(f"schedules registered: {', '.join(ids)}", err=True)
+    rq_scheduler.run(burst=burst)
+
+
 @click.command("serve")
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -132,7 +172,16 @@ def serve(host: str, port: int, threads: int) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, keys_group, ledger_group, rates_group, bill, serve):
+    for command in (
+        db_group,
+        keys_group,
+        ledger_group,
+        rates_group,
+        bill,
+        worker,
+        scheduler,
+        serve,
+    ):
         app.cli.add_command(command)
 
 

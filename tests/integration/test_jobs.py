@@ -1,0 +1,120 @@
+"""RQ jobs on a real Redis and PostgreSQL: schedules registered once however often the
+scheduler restarts, a billing cycle run by a worker, run twice without duplicates, and a cron
+schedule that comes due enqueues the close."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq_scheduler import Scheduler
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.config import BillingDefaults
+from billing.rate_sheets import add_rates, parse_sheet
+from billing.tables import invoices
+from billing.usage import ingest_usage, validate_events
+from jobs import context
+from jobs.billing import billing_cycle
+from jobs.schedule import CRON_SCHEDULES, THRESHOLD_JOB_ID, register
+from ledger.db import unit_of_work
+from tests.redisserver import redis_server
+
+pytestmark = pytest.mark.postgres
+
+SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+CLOSE_TIME = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    connection = Redis.from_url(redis_url)
+    connection.flushall()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def usage(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    posted_at = datetime(2026, 11, 24, 1, tzinfo=UTC)
+    events = validate_events(
+        [
+            {
+                "message_id": f"m{n}",
+                "user_id": f"u{n % 3}",
+                "destination": "+447400123456",
+                "segments": 1,
+                "sent_at": "2026-11-23T12:00:00Z",
+            }
+            for n in range(9)
+        ]
+    )
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), posted_at)
+        ingest_usage(session, events, posted_at, BillingDefaults())
+    context.configure(context.JobContext(sessions, lambda: CLOSE_TIME, BillingDefaults()))
+    return sessions
+
+
+def invoice_count(sessions: sessionmaker[Session]) -> int:
+    with unit_of_work(sessions) as session:
+        return int(session.execute(sa.select(sa.func.count()).select_from(invoices)).scalar_one())
+
+
+def test_registering_twice_keeps_one_job_per_schedule(redis: Redis) -> None:
+    scheduler = Scheduler(queue_name="billing", connection=redis)
+    first = register(scheduler)
+    second = register(scheduler)
+    jobs = list(scheduler.get_jobs())
+    assert first == second
+    assert sorted(job.id for job in jobs) == sorted(first)
+    crons = {job.id: job.meta.get("cron_string") for job in jobs}
+    for job_id, cron, _ in CRON_SCHEDULES:
+        assert crons[job_id] == cron
+    assert THRESHOLD_JOB_ID in crons
+
+
+def test_a_worker_runs_a_cycle_and_a_second_run_changes_nothing(
+    redis: Redis, usage: sessionmaker[Session]
+) -> None:
+    queue = Queue("billing", connection=redis)
+    first = queue.enqueue(billing_cycle, "daily")
+    second = queue.enqueue(billing_cycle, "daily")
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    assert first.get_status(refresh=True) == "finished"
+    assert first.return_value()["invoices_created"] == 3
+    assert second.return_value()["invoices_created"] == 0
+    assert invoice_count(usage) == 3
+
+
+def test_a_due_cron_schedule_enqueues_the_close(redis: Redis, usage: sessionmaker[Session]) -> None:
+    with time_machine.travel(datetime(2026, 11, 24, 1, 0, tzinfo=UTC), tick=False) as traveller:
+        scheduler = Scheduler(queue_name="billing", connection=redis)
+        register(scheduler)
+        scheduler.enqueue_jobs()  # only the threshold check is due at 01:00
+        queue = Queue("billing", connection=redis)
+        assert [job.args for job in queue.jobs] == [["threshold"]]
+        traveller.move_to(datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC))
+        scheduler.enqueue_jobs()
+        assert ["daily"] in [job.args for job in queue.jobs]
+        SimpleWorker([queue], connection=redis).work(burst=True)
+    assert invoice_count(usage) == 3
+
+
+def test_the_cli_worker_needs_redis(app_and_keys: tuple[Any, dict[str, str]]) -> None:
+    app, _ = app_and_keys
+    result = app.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert result.exit_code == 2 and "REDIS_URL" in result.output
