@@ -166,6 +166,13 @@ def serve(host: str, port: int, threads: int) -> None:
         if not has_keys:
             key, _ = create_key(session, "admin", "first admin", state.clock())
             click.echo(f"No API keys yet: created an admin key (shown once): {key}")
+    if not state.config.redis_url:
+        from jobs import context
+        from jobs.embedded import EmbeddedScheduler
+
+        context.configure(context.JobContext(state.sessions, state.clock, state.config.billing))
+        EmbeddedScheduler(state.clock).start()
+        click.echo("no REDIS_URL: billing jobs run in process (embedded scheduler)")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"smsledger on http://{host}:{port} ({state.engine.url.render_as_string()})")
     waitress.serve(app, host=host, port=port, threads=threads, ident="smsledger")

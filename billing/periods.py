@@ -59,3 +59,13 @@ def next_billing_at(frequency: str, now: datetime) -> datetime | None:
         return None
     end = next_period_start(frequency, period_start(frequency, now))
     return end + CLOSE_DELAY[frequency]
+
+
+def last_close_time(frequency: str, now: datetime) -> datetime:
+    """The latest scheduled close of `frequency` at or before `now` (e.g. daily: today 02:00
+    once it has passed, else yesterday 02:00)."""
+    close = period_start(frequency, now) + CLOSE_DELAY[frequency]
+    if close <= now:
+        return close
+    previous = period_start(frequency, period_start(frequency, now) - timedelta(microseconds=1))
+    return previous + CLOSE_DELAY[frequency]

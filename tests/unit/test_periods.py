@@ -83,3 +83,30 @@ def test_invoice_totals_round_half_up_to_the_minor_unit(
     from billing.closing import round_half_up
 
     assert round_half_up(micros, currency) == rounded
+
+
+def test_the_last_close_time_follows_the_schedule() -> None:
+    from billing.periods import last_close_time
+
+    assert last_close_time("daily", at(2026, 11, 24, 1, 59)) == at(2026, 11, 23, 2)
+    assert last_close_time("daily", at(2026, 11, 24, 2, 0)) == at(2026, 11, 24, 2)
+    assert last_close_time("weekly", at(2026, 11, 24, 10)) == at(2026, 11, 23, 3)  # Monday
+    assert last_close_time("weekly", at(2026, 11, 23, 2)) == at(2026, 11, 16, 3)
+    assert last_close_time("monthly", at(2026, 12, 1, 3, 59)) == at(2026, 11, 1, 4)
+
+
+def test_the_embedded_scheduler_runs_each_close_once_per_close_time() -> None:
+    from jobs.embedded import EmbeddedScheduler
+
+    now = [at(2026, 11, 24, 1, 0)]
+    ran: list[str] = []
+    scheduler = EmbeddedScheduler(lambda: now[0], run=ran.append)
+    assert scheduler.tick() == ["daily", "weekly", "monthly", "threshold"]  # catch-up at start
+    now[0] = at(2026, 11, 24, 1, 0, 30)
+    assert scheduler.tick() == []
+    now[0] = at(2026, 11, 24, 2, 0, 10)
+    assert scheduler.tick() == ["daily", "threshold"]
+    now[0] = at(2026, 11, 24, 2, 0, 40)
+    assert scheduler.tick() == []
+    now[0] = at(2026, 11, 30, 3, 1)
+    assert scheduler.tick() == ["daily", "weekly", "threshold"]
