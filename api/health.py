@@ -18,13 +18,25 @@ def healthz() -> tuple[dict[str, str], int]:
 
 @blp.route("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
-    """The database answers (Redis joins this check once jobs run on it)."""
+    """The database answers, and Redis when jobs run on it (`REDIS_URL`)."""
     checks: dict[str, str] = {}
+    state = runtime()
     try:
-        with runtime().engine.connect() as connection:
+        with state.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
         checks["database"] = "ok"
     except sa.exc.SQLAlchemyError:
         checks["database"] = "unavailable"
+    if state.config.redis_url:
+        from redis import Redis
+        from redis.exceptions import RedisError
+
+        try:
+            client = Redis.from_url(state.config.redis_url, socket_timeout=1)
+            client.ping()
+            client.close()
+            checks["redis"] = "ok"
+        except RedisError:
+            checks["redis"] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503

@@ -118,3 +118,19 @@ def test_the_cli_worker_needs_redis(app_and_keys: tuple[Any, dict[str, str]]) ->
     app, _ = app_and_keys
     result = app.test_cli_runner().invoke(args=["worker", "--burst"])
     assert result.exit_code == 2 and "REDIS_URL" in result.output
+
+
+def test_readiness_checks_redis_when_jobs_use_it(pg_url: str, redis_url: str) -> None:
+    from billing.config import Config
+    from tests.conftest import Clock, build_app
+
+    app, _ = build_app(pg_url, Clock(), Config(database_url=pg_url, redis_url=redis_url))
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.json["checks"] == {"database": "ok", "redis": "ok"}
+    app.extensions["smsledger"].engine.dispose()
+    down, _ = build_app(
+        pg_url, Clock(), Config(database_url=pg_url, redis_url="redis://127.0.0.1:1/0")
+    )
+    unready = down.test_client().get("/readyz")
+    assert unready.status_code == 503 and unready.json["checks"]["redis"] == "unavailable"
+    down.extensions["smsledger"].engine.dispose()
