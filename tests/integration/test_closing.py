@@ -328,3 +328,30 @@ def test_usage_posted_while_closing_is_billed_exactly_once(rated: sessionmaker[S
         assert billed == len(posted) + 10
     for u in range(10):
         invariant_seven(rated, f"u{u}")
+
+
+def test_a_close_killed_after_its_invoices_were_written_leaves_nothing_and_reruns_once(
+    rated: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import billing.closing as closing
+
+    post(
+        rated,
+        at(2026, 11, 24, 0, 30),
+        sms("a", at(2026, 11, 23, 10)),
+        sms("b", at(2026, 11, 23, 11)),
+    )
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("worker killed between the invoice rows and the transfers")
+
+    monkeypatch.setattr(closing, "_post_transfers", crash)
+    with pytest.raises(RuntimeError):
+        close(rated, "daily", at(2026, 11, 24, 2))
+    assert rows(rated, invoices) == [] and rows(rated, invoice_usage) == []
+    monkeypatch.undo()
+    assert close(rated, "daily", at(2026, 11, 24, 2, 5)).invoices_created == 1
+    assert close(rated, "daily", at(2026, 11, 24, 2, 10)).invoices_created == 0
+    (invoice,) = rows(rated, invoices)
+    assert invoice.message_count == 2
+    invariant_seven(rated, "42")
