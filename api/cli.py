@@ -6,6 +6,7 @@ Each command opens one unit of work and calls one service function, like a reque
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from api.runtime import runtime
 from billing.api_keys import create_key
 from billing.cycle import run_cycle
 from billing.errors import InvalidRate
+from billing.legacy import migrate_legacy, parse_legacy
 from billing.rate_sheets import add_rates, parse_sheet
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES, api_keys
@@ -120,6 +122,63 @@ def _redis() -> Any:
     return Redis.from_url(url)
 
 
+@click.command("migrate-legacy")
+@with_appcontext
+@click.argument("export", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default=None,
+    help="default: from the file name",
+)
+@click.option("--month", default=None, help="YYYY-MM of the usage (default: this month)")
+@click.option("--dry-run", is_flag=True, help="report what would change; write nothing")
+def migrate_legacy_command(export: Any, fmt: str | None, month: str | None, dry_run: bool) -> None:
+    """Onboard existing users and this month's usage (docs/migrate-legacy.md)."""
+    ready()
+    state = runtime()
+    fmt = fmt or ("json" if export.name.endswith(".json") else "csv")
+    now = state.clock()
+    try:
+        month_start = (
+            datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+            if month
+            else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        )
+    except ValueError:
+        click.echo("--month must be YYYY-MM", err=True)
+        sys.exit(2)
+    users, errors = parse_legacy(export.read(), fmt)
+    session = state.sessions()
+    try:
+        summary = migrate_legacy(session, users, month_start, now, state.config.billing)
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    summary.errors[:0] = errors
+    click.echo(
+        ("dry run: " if dry_run else "")
+        + f"users processed: {summary.users_processed}, customers created:"
+        f" {summary.customers_created}, custom settings created:"
+        f" {summary.custom_settings_created}, initial billing records:"
+        f" {summary.initial_billing_records}, errors: {len(summary.errors)},"
+        f" warnings: {len(summary.warnings)}"
+    )
+    for line in summary.errors:
+        click.echo(f"error: {line}", err=True)
+    for line in summary.warnings:
+        click.echo(f"warning: {line}", err=True)
+    if summary.errors:
+        sys.exit(1)
+
+
 @click.command("worker")
 @with_appcontext
 @click.option("--burst", is_flag=True, help="exit when the queues are empty")
@@ -185,6 +244,7 @@ def register_commands(app: Flask) -> None:
         ledger_group,
         rates_group,
         bill,
+        migrate_legacy_command,
         worker,
         scheduler,
         serve,

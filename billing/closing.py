@@ -251,6 +251,7 @@ _STAGE = sa.Table(
     sa.Column("transfer_id", sa.Uuid),
     sa.Column("account_id", sa.BigInteger),
     sa.Column("amount", sa.BigInteger),
+    sa.Column("messages", sa.BigInteger),
     sa.Column("segments", sa.BigInteger),
     sa.Column("country", sa.String(2)),
     sa.Column("prefix", sa.String(15)),
@@ -284,11 +285,22 @@ def _stage(session: Session, due: list[_Due]) -> None:
     _STAGE_INVOICES.create(connection)
     connection.execute(
         sa.insert(_STAGE).from_select(
-            ["transfer_id", "account_id", "amount", "segments", "country", "prefix", "rate_id"],
+            [
+                "transfer_id",
+                "account_id",
+                "amount",
+                "messages",
+                "segments",
+                "country",
+                "prefix",
+                "rate_id",
+            ],
             sa.select(
                 _usage.c.id,
                 _usage.c.debit_account_id,
                 _usage.c.amount,
+                # One SMS per usage transfer, unless it carries an aggregate (opening usage).
+                sa.func.coalesce(_usage.c.metadata["messages"].as_integer(), 1),
                 _usage.c.metadata["segments"].as_integer(),
                 _usage.c.metadata["country"].as_string(),
                 _usage.c.metadata["prefix"].as_string(),
@@ -331,7 +343,7 @@ def _usage_totals(session: Session, due: list[_Due]) -> dict[str, tuple[int, int
     rows = session.execute(
         sa.select(
             _STAGE.c.account_id,
-            sa.func.count(),
+            sa.func.sum(_STAGE.c.messages),
             sa.func.sum(_STAGE.c.segments),
             sa.func.sum(_STAGE.c.amount),
         ).group_by(_STAGE.c.account_id)
@@ -384,7 +396,7 @@ def _write_lines(session: Session) -> None:
                 _STAGE_INVOICES.c.invoice_id,
                 _STAGE.c.country,
                 _STAGE.c.prefix,
-                sa.func.count(),
+                sa.func.sum(_STAGE.c.messages),
                 sa.func.sum(_STAGE.c.segments),
                 sa.func.sum(_STAGE.c.amount),
             )

@@ -8,7 +8,6 @@ event, so a refused batch says everything that is wrong with it at once.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -357,24 +356,25 @@ _ADD_USAGE = (
 )
 
 
-def _count(session: Session, posted: list[UsageResult]) -> None:
-    """Move each touched customer's counters once, in id order: messages, segments, and the
-    earliest effective time of its unbilled usage."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    oldest: dict[str, datetime] = {}
-    for result in posted:
-        details = result.details
-        customer = details["user_id"]
-        totals[customer][0] += 1
-        totals[customer][1] += int(details["segments"])
-        at = result.transfer.effective_at
-        if customer not in oldest or at < oldest[customer]:
-            oldest[customer] = at
+def add_to_counters(session: Session, totals: dict[str, tuple[int, int, datetime]]) -> None:
+    """Move each customer's counters once, in id order: messages, segments, and the earliest
+    effective time of its unbilled usage. `totals`: customer -> (messages, segments, oldest)."""
     if totals:
         session.connection().execute(
             _ADD_USAGE,
             [
-                {"customer": c, "messages": m, "segments_added": s, "oldest": oldest[c]}
-                for c, (m, s) in sorted(totals.items())
+                {"customer": c, "messages": m, "segments_added": s, "oldest": oldest}
+                for c, (m, s, oldest) in sorted(totals.items())
             ],
         )
+
+
+def _count(session: Session, posted: list[UsageResult]) -> None:
+    totals: dict[str, tuple[int, int, datetime]] = {}
+    for result in posted:
+        details = result.details
+        customer = details["user_id"]
+        at = result.transfer.effective_at
+        messages, segments, oldest = totals.get(customer, (0, 0, at))
+        totals[customer] = (messages + 1, segments + int(details["segments"]), min(oldest, at))
+    add_to_counters(session, totals)
