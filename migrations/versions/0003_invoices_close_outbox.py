@@ -51,8 +51,6 @@ def upgrade() -> None:
     sa.Column('invoice_id', sa.Uuid(), nullable=False),
     sa.PrimaryKeyConstraint('transfer_id', name=op.f('pk_invoice_usage'))
     )
-    with op.batch_alter_table('invoice_usage', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_invoice_usage_invoice_id'), ['invoice_id'], unique=False)
 
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.add_column(sa.Column('usage_micros', sa.BigInteger(), server_default='0', nullable=False))
@@ -91,8 +89,6 @@ def downgrade() -> None:
         batch_op.drop_column('rounding_micros')
         batch_op.drop_column('usage_micros')
 
-    with op.batch_alter_table('invoice_usage', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_invoice_usage_invoice_id'))
 
     op.drop_table('invoice_usage')
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
