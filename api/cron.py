@@ -56,12 +56,4 @@ def process(query: dict[str, Any]) -> dict[str, Any]:
     """Run a billing cycle now and answer its summary."""
     state = runtime()
     summary, duration_ms = run_cycle(state.sessions, query["type"], now(), state.config.billing)
-    return {
-        "type": summary.type,
-        "periods_closed": summary.periods_closed,
-        "invoices_created": summary.invoices_created,
-        "charges_enqueued": summary.charges_enqueued,
-        "skipped": summary.skipped,
-        "errors": summary.errors,
-        "duration_ms": duration_ms,
-    }
+    return summary.report(duration_ms)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from billing.chart import receivable_code, system_code, unbilled_code
 from billing.config import BillingDefaults
 from billing.currency import minor_units
+from billing.notifications import store_notifications
 from billing.periods import SCHEDULED, last_ended_period
 from billing.settings import Settings, effective_settings
 from billing.tables import (
@@ -37,7 +38,6 @@ from billing.tables import (
     invoice_lines,
     invoice_usage,
     invoices,
-    notifications,
     outbox,
     usage_counters,
 )
@@ -60,6 +60,18 @@ class CloseSummary:
     skipped: int = 0
     errors: int = 0
     invoice_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def report(self, duration_ms: int) -> dict[str, int | str]:
+        """The summary as answered by the cron endpoint and logged (Appendix A, SPEC §12)."""
+        return {
+            "type": self.type,
+            "periods_closed": self.periods_closed,
+            "invoices_created": self.invoices_created,
+            "charges_enqueued": self.charges_enqueued,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "duration_ms": duration_ms,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,11 +540,5 @@ def _queue_follow_ups(
             ),
             charges,
         )
-    if notes:
-        session.execute(
-            insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
-                index_elements=["dedupe_key"]
-            ),
-            notes,
-        )
+    store_notifications(session, notes)
     return len(charges)

@@ -46,16 +46,5 @@ def run_cycle(
     for invoice_id in summary.invoice_ids:
         log.info("Processing SMS billing", extra={"type": frequency, "invoice_id": str(invoice_id)})
     duration_ms = int((time.perf_counter() - started) * 1000)
-    log.info(
-        "SMS Billing Process Summary",
-        extra={
-            "type": frequency,
-            "periods_closed": summary.periods_closed,
-            "invoices_created": summary.invoices_created,
-            "charges_enqueued": summary.charges_enqueued,
-            "skipped": summary.skipped,
-            "errors": summary.errors,
-            "duration_ms": duration_ms,
-        },
-    )
+    log.info("SMS Billing Process Summary", extra=summary.report(duration_ms))
     return summary, duration_ms

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
+from billing.notifications import store_notifications
 from billing.settings import Settings
-from billing.tables import close_requests, customers, invoices, notifications, usage_counters
+from billing.tables import close_requests, customers, invoices, usage_counters
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.balances import cached_balances
 
@@ -50,13 +51,7 @@ def after_usage(
             ),
             requests,
         )
-    if notes:
-        session.execute(
-            insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
-                index_elements=["dedupe_key"]
-            ),
-            notes,
-        )
+    store_notifications(session, notes)
 
 
 def _approaching(

@@ -11,12 +11,4 @@ def billing_cycle(frequency: str) -> dict[str, int | str]:
     """Close the due periods of `frequency`; the cycle's summary (RQ keeps it as the result)."""
     context = current()
     summary, duration_ms = run_cycle(context.sessions, frequency, context.clock(), context.defaults)
-    return {
-        "type": summary.type,
-        "periods_closed": summary.periods_closed,
-        "invoices_created": summary.invoices_created,
-        "charges_enqueued": summary.charges_enqueued,
-        "skipped": summary.skipped,
-        "errors": summary.errors,
-        "duration_ms": duration_ms,
-    }
+    return summary.report(duration_ms)
