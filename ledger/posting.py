@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ledger import db
 from ledger.accounts import find_accounts
-from ledger.bulk import insert_transfers
+from ledger.bulk import BULK_MIN_ROWS, insert_transfers
 from ledger.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -296,6 +296,15 @@ _ADD_TO_BALANCE = (
 )
 
 
+_ADD_TO_BALANCES_BULK = (
+    "UPDATE balances SET debits = balances.debits + d.debits,"
+    " credits = balances.credits + d.credits"
+    " FROM unnest(%(accounts)s::bigint[], %(slots)s::smallint[], %(debits)s::bigint[],"
+    " %(credits)s::bigint[]) AS d(account_id, slot, debits, credits)"
+    " WHERE balances.account_id = d.account_id AND balances.slot = d.slot"
+)
+
+
 def _move_balances(
     session: Session, new_rows: list[dict[str, Any]], account_by_code: dict[str, Account]
 ) -> None:
@@ -348,11 +357,24 @@ def _move_balances(
             raise BalanceLimitExceeded(
                 f"credits would exceed debits on {code}", account=code, shortfall=credits - debits
             )
+    ordered_deltas = sorted(deltas.items())
+    if at_risk and connection.dialect.name == "postgresql" and len(deltas) >= BULK_MIN_ROWS:
+        # Every row is locked already (in order, above): one statement moves them all.
+        connection.exec_driver_sql(
+            _ADD_TO_BALANCES_BULK,
+            {
+                "accounts": [a for (a, _), _ in ordered_deltas],
+                "slots": [s for (_, s), _ in ordered_deltas],
+                "debits": [d for _, (d, _) in ordered_deltas],
+                "credits": [c for _, (_, c) in ordered_deltas],
+            },
+        )
+        return
     connection.execute(
         _ADD_TO_BALANCE,
         [
             {"row_account": a, "row_slot": s, "add_debits": d, "add_credits": c}
-            for (a, s), (d, c) in sorted(deltas.items())
+            for (a, s), (d, c) in ordered_deltas
         ],
     )
 

@@ -292,3 +292,47 @@ def test_a_large_batch_takes_the_bulk_path_with_the_same_rules(
             == sum(1_000 + n for n in range(200)) + 100 * 7_500
         )
         assert check_ledger(session) == []
+
+
+def test_many_limited_accounts_in_one_posting_move_through_one_statement(
+    sessions: sessionmaker[Session],
+) -> None:
+    from ledger.bulk import BULK_MIN_ROWS
+
+    customers = [f"bulk-{n}" for n in range(BULK_MIN_ROWS + 6)]
+    with unit_of_work(sessions) as session:
+        for customer in customers:
+            ensure_chart(session, customer, "USD", NOW)
+        post_entries(session, [usage(f"u-{c}", customer=c, micros=5_000) for c in customers], NOW)
+    invoices_ = [
+        EntryRequest(
+            Kind.INVOICE,
+            f"inv-{c}",
+            (Leg(f"customer:{c}:receivable", f"customer:{c}:unbilled", 4_000),),
+        )
+        for c in customers
+    ]
+    with unit_of_work(sessions) as session:
+        post_entries(session, invoices_, NOW)
+    with unit_of_work(sessions) as session:
+        assert all(
+            account_balance(session, f"customer:{c}:unbilled").balance == 1_000 for c in customers
+        )
+        assert check_ledger(session) == []
+    too_much = [
+        EntryRequest(
+            Kind.INVOICE,
+            f"inv2-{c}",
+            (
+                Leg(
+                    f"customer:{c}:receivable",
+                    f"customer:{c}:unbilled",
+                    1_000 + (c == customers[-1]),
+                ),
+            ),
+        )
+        for c in customers
+    ]
+    with pytest.raises(BalanceLimitExceeded) as raised, unit_of_work(sessions) as session:
+        post_entries(session, too_much, NOW)
+    assert raised.value.details["account"] == f"customer:{customers[-1]}:unbilled"
