@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from billing.chart import receivable_code, system_code, unbilled_code
 from billing.config import BillingDefaults
 from billing.currency import minor_units
+from billing.invoices import last_invoiced_end
 from billing.notifications import store_notifications
 from billing.periods import SCHEDULED, last_ended_period
 from billing.settings import Settings, effective_settings
@@ -170,11 +171,7 @@ def _due_customers(
     defaults: BillingDefaults,
     only: Iterable[str] | None,
 ) -> list[_Due]:
-    last_end = (
-        sa.select(sa.func.max(invoices.c.period_end))
-        .where(invoices.c.customer_id == customers.c.user_id, invoices.c.status != "cancelled")
-        .scalar_subquery()
-    )
+    last_end = last_invoiced_end()
     query = (
         sa.select(
             customers.c.user_id,

@@ -20,7 +20,7 @@ from billing.chart import system_code, unbilled_code
 from billing.config import BillingDefaults
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.settings import effective_settings
-from billing.tables import invoice_lines, invoices, outbox
+from billing.tables import customers, invoice_lines, invoices, outbox
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.model import EntryRequest, Kind, Leg, Transfer
 from ledger.posting import post_entry, reverse_transfer, select_transfers
@@ -33,6 +33,16 @@ ACTIONS = ("process", "approve", "retry", "cancel")
 class InvoicePage:
     items: list[Any]
     total: int
+
+
+def last_invoiced_end() -> sa.ScalarSelect[Any]:
+    """Per customer row (correlated on `customers.user_id`): the end of its last invoiced,
+    uncancelled period: where its open period starts."""
+    return (
+        sa.select(sa.func.max(invoices.c.period_end))
+        .where(invoices.c.customer_id == customers.c.user_id, invoices.c.status != "cancelled")
+        .scalar_subquery()
+    )
 
 
 def list_invoices(

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from billing.currency import validate_currency
 from billing.errors import InvalidRate
+from billing.instants import parse_instant
 from billing.rating import DEFAULT_PLAN, RateVersion, rate_cache
 from billing.tables import rates
 from ledger.accounts import insert_ignoring_conflicts
@@ -51,13 +52,10 @@ class ImportSummary:
 
 
 def _instant(text: str, name: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name} is not an RFC 3339 instant") from None
-    if moment.utcoffset() is None:
-        raise ValueError(f"{name} needs a time zone offset")
-    return moment.astimezone(UTC)
+    moment = parse_instant(text)
+    if moment is None:
+        raise ValueError(f"{name} must be an RFC 3339 instant with a time zone offset")
+    return moment
 
 
 def parse_rate(values: Mapping[str, Any]) -> RateVersion:

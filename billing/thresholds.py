@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
+from billing.invoices import last_invoiced_end
 from billing.notifications import store_notifications
 from billing.settings import Settings
-from billing.tables import close_requests, customers, invoices, usage_counters
+from billing.tables import close_requests, customers, usage_counters
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.balances import cached_balances
 
@@ -104,11 +105,7 @@ def unbilled_state(
     session: Session, customer_ids: list[str]
 ) -> list[tuple[str, int, int, datetime]]:
     """(customer, unbilled micros, unbilled messages, open period start) from cached rows."""
-    period_start = (
-        sa.select(sa.func.max(invoices.c.period_end))
-        .where(invoices.c.customer_id == customers.c.user_id, invoices.c.status != "cancelled")
-        .scalar_subquery()
-    )
+    period_start = last_invoiced_end()
     rows = session.execute(
         sa.select(
             customers.c.user_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeGuard
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from billing.config import BillingDefaults
 from billing.currency import validate_currency
 from billing.customers import Customer, find_customers, provision_customers
 from billing.errors import InvalidUsage, UnknownCustomer
+from billing.instants import parse_instant
 from billing.rating import Destination, count_segments, parse_destination, rate_cache
 from billing.settings import GLOBAL_SCOPE, effective_settings
 from billing.tables import usage_counters
@@ -85,16 +86,6 @@ def _text(value: object, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
-def _instant(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return moment.astimezone(UTC) if moment.utcoffset() is not None else None
-    except (ValueError, OverflowError):
-        return None
-
-
 def _event(raw: dict[str, Any], problem: Any) -> UsageEvent | None:
     """Validate one event, reporting each problem through `problem(field, code, message)`."""
     for name in sorted(raw.keys() - EVENT_FIELDS):
@@ -133,7 +124,7 @@ def _event(raw: dict[str, Any], problem: Any) -> UsageEvent | None:
 
     sent_at = None
     if raw.get("sent_at") is not None:
-        sent_at = _instant(raw["sent_at"])
+        sent_at = parse_instant(raw["sent_at"])
         if sent_at is None:
             problem("sent_at", "invalid_sent_at", "sent_at must be an RFC 3339 instant with offset")
 
