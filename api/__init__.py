@@ -8,7 +8,18 @@ from datetime import datetime
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import billing_records, cron, errors, health, ledger, rates, settings, usage
+from api import (
+    billing_records,
+    cron,
+    customers,
+    errors,
+    health,
+    ledger,
+    rates,
+    settings,
+    usage,
+    user,
+)
 from api.jsonio import ExactJSONProvider
 from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
@@ -32,6 +43,14 @@ def _refuse_nul_in_url() -> None:
         raise errors.ApiError(400, "invalid_characters", "NUL characters are not accepted.")
 
 
+def _rq_dispatch(redis_url: str) -> Callable[[], None]:
+    from jobs.context import rq_enqueue
+    from jobs.payments import dispatch_charges
+
+    enqueue = rq_enqueue(redis_url)
+    return lambda: enqueue("payments", dispatch_charges, (), None)
+
+
 def create_app(config: Config | None = None, clock: Callable[[], datetime] = system_clock) -> Flask:
     """Build the app for `config` (default: from the environment and `.env`)."""
     if config is None:
@@ -51,7 +70,10 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
     )
     engine = make_engine(config.database_url)
-    app.extensions["smsledger"] = Runtime(config, engine, make_session_factory(engine), clock)
+    state = Runtime(config, engine, make_session_factory(engine), clock)
+    if config.redis_url:
+        state.extras["dispatch_charges"] = _rq_dispatch(config.redis_url)
+    app.extensions["smsledger"] = state
     api = SmsLedgerApi(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(ledger.blp)
@@ -60,6 +82,8 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(settings.blp)
     api.register_blueprint(cron.blp)
     api.register_blueprint(billing_records.blp)
+    api.register_blueprint(customers.blp)
+    api.register_blueprint(user.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

@@ -1,4 +1,5 @@
-"""Who is calling: `Authorization: Bearer <api key>`, one role per key (SPEC §7)."""
+"""Who is calling: `Authorization: Bearer <api key>`, one role per key, or an end user's
+HS256 token (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from cachetools import TTLCache
 from flask import g, request
 
 from api.errors import ApiError
-from api.runtime import transaction
+from api.runtime import runtime, transaction
 from billing.api_keys import role_for_key
+from billing.errors import InvalidUserToken
+from billing.user_tokens import user_of_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,3 +70,24 @@ def requires(*roles: str) -> Callable[[F], F]:
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def requires_user(view: F) -> F:
+    """Let the request through only with a valid user token; the view gets `user_id` from the
+    token's `sub`, never from the request, so a user can only ever read their own data."""
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        secret = runtime().config.user_token_secret
+        token = bearer_token()
+        if token is None:
+            raise ApiError(401, "unauthorized", "A user token is required (Bearer).")
+        if not secret:
+            raise ApiError(401, "unauthorized", "User tokens are not enabled (USER_TOKEN_SECRET).")
+        try:
+            user_id = user_of_token(secret, token)
+        except InvalidUserToken as error:
+            raise ApiError(401, "invalid_token", error.message) from error
+        return view(*args, user_id=user_id, **kwargs)
+
+    return guarded  # type: ignore[return-value]

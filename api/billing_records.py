@@ -12,7 +12,7 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.ledger import TransferOut, present_transfer
-from api.runtime import now, runtime, transaction
+from api.runtime import dispatch_charges_now, now, runtime, transaction
 from api.schemas import PageQuery, page_of
 from billing.chart import CUSTOMER_ID
 from billing.invoices import (
@@ -22,6 +22,7 @@ from billing.invoices import (
     invoice_lines_of,
     invoice_transfers,
     list_invoices,
+    payment_attempts_of,
 )
 from billing.settings import FREQUENCIES
 from billing.tables import INVOICE_STATUSES
@@ -72,11 +73,45 @@ class LineOut(Schema):
     amount = fields.String()
 
 
+class AttemptOut(Schema):
+    id = fields.String()
+    attempt_no = fields.Integer()
+    reference = fields.String()
+    status = fields.String()
+    amount = fields.String()
+    currency = fields.String()
+    sippy_account_id = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    retryable = fields.Boolean(allow_none=True)
+    sippy_payment_id = fields.String(allow_none=True)
+    started_at = fields.String()
+    finished_at = fields.String(allow_none=True)
+
+
+def present_attempt(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "attempt_no": row.attempt_no,
+        "reference": row.reference,
+        "status": row.status,
+        "amount": money_text(row.amount_micros, row.currency),
+        "currency": row.currency,
+        "sippy_account_id": row.sippy_account_id,
+        "code": row.code,
+        "message": row.message,
+        "retryable": row.retryable,
+        "sippy_payment_id": row.sippy_payment_id,
+        "started_at": time_text(row.started_at),
+        "finished_at": time_text(row.finished_at),
+    }
+
+
 class RecordDetailOut(RecordOut):
     settings = fields.Dict()
     rate_ids = fields.List(fields.Integer())
     lines = fields.List(fields.Nested(LineOut))
-    payment_attempts = fields.List(fields.Dict())
+    payment_attempts = fields.List(fields.Nested(AttemptOut))
     transfers = fields.List(fields.Nested(TransferOut))
 
 
@@ -154,7 +189,9 @@ def read_record(billing_id: uuid.UUID) -> dict[str, Any]:
             }
             for line in invoice_lines_of(session, billing_id)
         ]
-        body["payment_attempts"] = []  # charging arrives with the Sippy issue
+        body["payment_attempts"] = [
+            present_attempt(a) for a in payment_attempts_of(session, billing_id)
+        ]
         body["transfers"] = [present_transfer(t) for t in invoice_transfers(session, billing_id)]
         return body
 
@@ -170,4 +207,5 @@ def record_action(body: dict[str, Any]) -> dict[str, Any]:
     cancel)."""
     defaults = runtime().config.billing
     row = transaction(lambda s: act(s, body["billing_id"], body["action"], now(), defaults))
+    dispatch_charges_now()
     return present_record(row)

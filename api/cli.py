@@ -6,7 +6,7 @@ Each command opens one unit of work and calls one service function, like a reque
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -17,12 +17,14 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 import migrations
 from api.runtime import runtime
 from billing.api_keys import create_key
+from billing.chart import CUSTOMER_ID
 from billing.cycle import run_cycle
 from billing.errors import InvalidRate
 from billing.legacy import migrate_legacy, parse_legacy
 from billing.rate_sheets import add_rates, parse_sheet
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES, api_keys
+from billing.user_tokens import mint_user_token
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 
@@ -110,6 +112,42 @@ def bill(frequency: str) -> None:
     )
     if summary.errors:
         sys.exit(1)
+
+
+@click.command("token")
+@with_appcontext
+@click.option("--user-id", required=True, help="the user the token speaks for (`sub`)")
+@click.option("--ttl-hours", default=24, show_default=True, type=click.IntRange(1, 24 * 365))
+def token(user_id: str, ttl_hours: int) -> None:
+    """Mint an end-user token signed with USER_TOKEN_SECRET (for testing; the host application
+    issues real ones)."""
+    state = runtime()
+    secret = state.config.user_token_secret
+    if not secret:
+        click.echo("USER_TOKEN_SECRET is not set", err=True)
+        sys.exit(2)
+    if not CUSTOMER_ID.match(user_id):
+        click.echo("--user-id may hold letters, digits, '.', '_' and '-' (1-64)", err=True)
+        sys.exit(2)
+    click.echo(mint_user_token(secret, user_id, state.clock(), timedelta(hours=ttl_hours)))
+
+
+@click.command("sippy-sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int)
+@click.option("--accounts", "accounts_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--username", default="smsledger", show_default=True)
+@click.option("--password", default="secret", show_default=True)
+@click.option("--no-digest", is_flag=True, help="accept XML-RPC calls without digest auth")
+def sippy_sim(
+    host: str, port: int, accounts_file: str | None, username: str, password: str, no_digest: bool
+) -> None:
+    """Run the Sippy simulator (docs/sippy-simulator.md): XML-RPC on /xmlapi/xmlapi, its
+    control API on /_sim/."""
+    from billing.sippy.simulator import serve as serve_simulator
+
+    click.echo(f"Sippy simulator on http://{host}:{port}/xmlapi/xmlapi", err=True)
+    serve_simulator(host, port, accounts_file, username, password, not no_digest)
 
 
 def _redis() -> Any:
@@ -229,8 +267,19 @@ def serve(host: str, port: int, threads: int) -> None:
         from jobs import context
         from jobs.embedded import EmbeddedScheduler
 
-        context.configure(context.JobContext(state.sessions, state.clock, state.config.billing))
-        EmbeddedScheduler(state.clock).start()
+        context.configure(
+            context.JobContext(
+                state.sessions,
+                state.clock,
+                state.config.billing,
+                gateway=context.sippy_client(state.config),
+                charge_policy=context.charge_policy(state.config),
+                webhook_secret=state.config.webhook_signing_secret,
+            )
+        )
+        embedded = EmbeddedScheduler(state.clock)
+        state.extras["dispatch_charges"] = embedded.wake
+        embedded.start()
         click.echo("no REDIS_URL: billing jobs run in process (embedded scheduler)")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"smsledger on http://{host}:{port} ({state.engine.url.render_as_string()})")
@@ -244,6 +293,8 @@ def register_commands(app: Flask) -> None:
         ledger_group,
         rates_group,
         bill,
+        token,
+        sippy_sim,
         migrate_legacy_command,
         worker,
         scheduler,

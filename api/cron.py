@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 from api.auth import bearer_token
 from api.blueprint import Blueprint
 from api.errors import ApiError
-from api.runtime import now, runtime
+from api.runtime import dispatch_charges_now, now, runtime
 from billing.cycle import run_cycle
 from billing.settings import FREQUENCIES
 
@@ -56,4 +56,6 @@ def process(query: dict[str, Any]) -> dict[str, Any]:
     """Run a billing cycle now and answer its summary."""
     state = runtime()
     summary, duration_ms = run_cycle(state.sessions, query["type"], now(), state.config.billing)
+    if summary.charges_enqueued:
+        dispatch_charges_now()
     return summary.report(duration_ms)

@@ -40,6 +40,8 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (ledger_errors.RetryableConflict, 503, "busy_retry"),
     (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),
     (billing_errors.InvalidUsage, 422, "validation_failed"),
+    (billing_errors.CustomerNotFound, 404, "customer_not_found"),
+    (billing_errors.CustomerExists, 409, "customer_exists"),
     (billing_errors.UnknownCustomer, 422, "unknown_customer"),
     (billing_errors.InvalidSettings, 422, "invalid_settings"),
     (billing_errors.InvalidRate, 422, "invalid_rate"),

@@ -37,6 +37,14 @@ def transaction(work: Callable[[Session], T]) -> T:
     return run_in_transaction(runtime().sessions, work)
 
 
+def dispatch_charges_now() -> None:
+    """After a commit that made a charge due: have it dispatched at once instead of at the
+    next sweep (RQ: a dispatch job; embedded: wake the in-process scheduler)."""
+    kick = runtime().extras.get("dispatch_charges")
+    if kick is not None:
+        kick()
+
+
 def now() -> datetime:
     return runtime().clock()
 

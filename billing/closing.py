@@ -141,6 +141,8 @@ def close_periods(
                 "settings": {**item.settings.as_values(), "rounding": ROUNDING_RULE},
                 "rate_ids": sorted(rate_ids.get(item.customer_id, set())),
                 "approved_at": None if item.settings.require_manual_approval else now,
+                # Due for its first charge at once when nothing waits for an admin.
+                "next_retry_at": now if _charges_itself(item.settings) else None,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -496,6 +498,12 @@ def _move_counters(
     )
 
 
+def _charges_itself(settings: Settings) -> bool:
+    """Whether a new invoice is charged without an admin (SPEC §5 auto_process and
+    require_manual_approval)."""
+    return settings.auto_process and not settings.require_manual_approval
+
+
 def _queue_follow_ups(
     session: Session, rows: list[dict[str, Any]], due: Mapping[str, _Due], now: datetime
 ) -> int:
@@ -504,7 +512,7 @@ def _queue_follow_ups(
     for row in rows:
         settings = due[row["customer_id"]].settings
         invoice_id = str(row["id"])
-        if settings.auto_process and not settings.require_manual_approval:
+        if _charges_itself(settings):
             charges.append(
                 {
                     "topic": "charge_invoice",

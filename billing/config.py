@@ -26,6 +26,19 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r}: expected true or false")
 
 
+def _integers(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(piece) for piece in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected comma-separated integers") from None
+    if any(value < 0 for value in values):
+        raise ValueError(f"{name}={raw!r}: expected non-negative integers")
+    return values
+
+
 @dataclass(frozen=True)
 class BillingDefaults:
     """The `SMS_BILLING_*` defaults that seed the global settings on first start."""
@@ -47,6 +60,12 @@ class Config:
     sippy_username: str | None = None
     sippy_password: str | None = None
     sippy_timeout_s: float = 10.0
+    # Sippy faults no retry can cure (sippy-api.md "Faults"; docs/decisions/0012).
+    sippy_terminal_faults: tuple[int, ...] = (400, 402, 403, 409, 423)
+    # How long an unanswered charge may still be in flight at Sippy before it is looked up.
+    sippy_in_flight_grace_s: int = 120
+    # SPEC §6: a declined charge is retried after each of these, then left for an admin.
+    retry_backoff_minutes: tuple[int, ...] = (60, 360, 1440)
     webhook_signing_secret: str | None = None
     log_format: str = "json"
     billing: BillingDefaults = field(default_factory=BillingDefaults)
@@ -67,6 +86,15 @@ class Config:
             sippy_username=env.get("SIPPY_USERNAME") or None,
             sippy_password=env.get("SIPPY_PASSWORD") or None,
             sippy_timeout_s=float(env.get("SIPPY_TIMEOUT_S") or 10.0),
+            sippy_terminal_faults=_integers(
+                env, "SIPPY_TERMINAL_FAULT_CODES", cls.sippy_terminal_faults
+            ),
+            sippy_in_flight_grace_s=_integers(
+                env, "SIPPY_IN_FLIGHT_GRACE_S", (cls.sippy_in_flight_grace_s,)
+            )[0],
+            retry_backoff_minutes=_integers(
+                env, "SMS_BILLING_RETRY_BACKOFF_MINUTES", cls.retry_backoff_minutes
+            ),
             webhook_signing_secret=env.get("WEBHOOK_SIGNING_SECRET") or None,
             log_format=log_format,
             billing=BillingDefaults(

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import customer_specs, system_specs, validate_customer_id
-from billing.errors import UnknownCustomer
+from billing.errors import CustomerExists, CustomerNotFound
+from billing.paging import Page, fetch_page
 from billing.tables import customers, usage_counters
 from ledger.accounts import ensure_accounts, insert_ignoring_conflicts
 
@@ -104,7 +105,7 @@ def provision_customers(
 def update_customer(session: Session, user_id: str, now: datetime, **changes: Any) -> Customer:
     """Change a customer's status, name, Sippy account, webhook URL or rate plan.
 
-    Raises: UnknownCustomer.
+    Raises: CustomerNotFound.
     """
     allowed = {"status", "name", "sippy_account_id", "webhook_url", "rate_plan"}
     assert set(changes) <= allowed, f"unknown customer fields: {set(changes) - allowed}"
@@ -115,5 +116,59 @@ def update_customer(session: Session, user_id: str, now: datetime, **changes: An
         .returning(customers)
     ).one_or_none()
     if updated is None:
-        raise UnknownCustomer(f"no customer {user_id!r}", user_id=user_id)
+        raise CustomerNotFound(f"no customer {user_id!r}", user_id=user_id)
     return _to_customer(updated)
+
+
+def get_customer(session: Session, user_id: str) -> Customer:
+    """Raises: CustomerNotFound."""
+    found = find_customers(session, [user_id]).get(user_id)
+    if found is None:
+        raise CustomerNotFound(f"no customer {user_id!r}", user_id=user_id)
+    return found
+
+
+def create_customer(
+    session: Session, user_id: str, currency: str, now: datetime, **fields: Any
+) -> Customer:
+    """Create a customer with its accounts, and name, Sippy account, webhook URL, status.
+
+    Raises: CustomerExists; InvalidTransfer for an id that cannot name accounts; InvalidCurrency.
+    """
+    if find_customers(session, [user_id]):
+        raise CustomerExists(f"customer {user_id!r} exists: change it with PATCH", user_id=user_id)
+    provision_customers(session, [user_id], currency, now)
+    return (
+        update_customer(session, user_id, now, **fields)
+        if fields
+        else get_customer(session, user_id)
+    )
+
+
+def list_customers(
+    session: Session,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    has_sippy_account: bool | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Page:
+    """Customers by user id, filtered by status, a user id or name fragment, and whether a
+    Sippy account is set."""
+    filters: list[sa.ColumnElement[bool]] = []
+    if status is not None:
+        filters.append(customers.c.status == status)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        filters.append(
+            sa.or_(
+                customers.c.user_id.ilike(pattern, escape="\\"),
+                customers.c.name.ilike(pattern, escape="\\"),
+            )
+        )
+    if has_sippy_account is not None:
+        column = customers.c.sippy_account_id
+        filters.append(column.is_not(None) if has_sippy_account else column.is_(None))
+    page = fetch_page(session, customers, filters, [customers.c.user_id], limit, offset)
+    return Page([_to_customer(row) for row in page.items], page.total)

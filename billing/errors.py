@@ -43,3 +43,17 @@ class UnknownInvoice(BillingError):
 class InvalidInvoiceState(BillingError):
     """Raised when an admin action does not fit the invoice's state (retrying a paid invoice,
     approving one twice, cancelling one being charged)."""
+
+
+class CustomerNotFound(UnknownCustomer):
+    """Raised when an admin reads or changes a customer that does not exist."""
+
+
+class CustomerExists(BillingError):
+    """Raised when an admin creates a customer whose user id is taken (auto-provisioned by
+    usage, or created before): change it with PATCH instead."""
+
+
+class InvalidUserToken(BillingError):
+    """Raised when an end user's token is missing its claims, expired, or not signed with
+    `USER_TOKEN_SECRET`."""

@@ -1,15 +1,14 @@
 """Invoices for admins: listing, one invoice with its lines and ledger transfers, and the actions
 of SPEC §6 (process now, approve, retry, cancel).
 
-Charging itself is the Sippy issue's: here an action that should lead to a charge writes a
+An action that should lead to a charge makes the invoice due (`next_retry_at`) and writes a
 `charge_invoice` outbox row in the same transaction, keyed by invoice and attempt so a repeated
-action cannot queue the same attempt twice.
+action cannot queue the same attempt twice; `billing.charging` does the charging.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,20 +18,15 @@ from sqlalchemy.orm import Session
 from billing.chart import system_code, unbilled_code
 from billing.config import BillingDefaults
 from billing.errors import InvalidInvoiceState, UnknownInvoice
+from billing.paging import Page, fetch_page
 from billing.settings import effective_settings
-from billing.tables import customers, invoice_lines, invoices, outbox
+from billing.tables import customers, invoice_lines, invoices, outbox, payment_attempts
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.model import EntryRequest, Kind, Leg, Transfer
 from ledger.posting import post_entry, reverse_transfer, select_transfers
 from ledger.tables import transfers
 
 ACTIONS = ("process", "approve", "retry", "cancel")
-
-
-@dataclass(frozen=True, slots=True)
-class InvoicePage:
-    items: list[Any]
-    total: int
 
 
 def last_invoiced_end() -> sa.ScalarSelect[Any]:
@@ -55,7 +49,7 @@ def list_invoices(
     frequency: str | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> InvoicePage:
+) -> Page:
     """Invoices newest first; `start`/`end` bound the billed period."""
     filters: list[sa.ColumnElement[bool]] = []
     if status is not None:
@@ -68,17 +62,8 @@ def list_invoices(
         filters.append(invoices.c.period_end > start)
     if end is not None:
         filters.append(invoices.c.period_start < end)
-    total = session.execute(
-        sa.select(sa.func.count()).select_from(invoices).where(*filters)
-    ).scalar_one()
-    rows = session.execute(
-        sa.select(invoices)
-        .where(*filters)
-        .order_by(invoices.c.created_at.desc(), invoices.c.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return InvoicePage(list(rows), int(total))
+    order = [invoices.c.created_at.desc(), invoices.c.id.desc()]
+    return fetch_page(session, invoices, filters, order, limit, offset)
 
 
 def get_invoice(session: Session, invoice_id: uuid.UUID) -> Any:
@@ -99,10 +84,22 @@ def invoice_lines_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     )
 
 
+def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
+    """Every charge attempt of the invoice, first first."""
+    return list(
+        session.execute(
+            sa.select(payment_attempts)
+            .where(payment_attempts.c.invoice_id == invoice_id)
+            .order_by(payment_attempts.c.attempt_no)
+        ).all()
+    )
+
+
 def _keys(invoice_id: uuid.UUID) -> list[tuple[str, str]]:
     return [
         (Kind.INVOICE.value, f"invoice:{invoice_id}"),
         (Kind.ROUNDING.value, f"rounding:{invoice_id}"),
+        (Kind.SETTLEMENT.value, f"settlement:{invoice_id}"),
         (Kind.REVERSAL.value, f"cancel:invoice:{invoice_id}"),
         (Kind.REVERSAL.value, f"cancel:rounding:{invoice_id}"),
         (Kind.ADJUSTMENT.value, f"write-off:{invoice_id}"),
@@ -162,12 +159,13 @@ def act(
     if action in ("process", "approve"):
         changes["approved_at"] = invoice.approved_at or now
         if action == "process" or settings.auto_process:
+            changes["next_retry_at"] = now
             _queue_charge(session, invoice, now)
     elif action == "retry":
-        changes.update(status="pending", next_retry_at=None)
+        changes.update(status="pending", next_retry_at=now)
         _queue_charge(session, invoice, now)
     else:
-        changes["status"] = "cancelled"
+        changes.update(status="cancelled", next_retry_at=None)
         _reverse_and_write_off(session, invoice, now)
     session.execute(sa.update(invoices).where(invoices.c.id == invoice_id).values(**changes))
     return get_invoice(session, invoice_id)

@@ -106,6 +106,8 @@ invoices = sa.Table(
     sa.Column("approved_at", UtcDateTime, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
+    # When the next charge attempt is due, the first one included; NULL: none is planned (it
+    # waits for an admin, or a terminal decline left it failed, or it is settled).
     sa.Column("next_retry_at", UtcDateTime, nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(
@@ -190,5 +192,69 @@ notifications = sa.Table(
     sa.Column("dedupe_key", sa.String(300), nullable=False, unique=True),
     sa.Column("payload", Json, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # Webhook delivery (the row is its own outbox): pending until delivered, failed after the
+    # last retry, skipped when the customer has no webhook URL.
+    sa.Column("delivery_status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("delivery_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_delivery_at", UtcDateTime, nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.CheckConstraint(
+        "delivery_status IN ('pending', 'delivered', 'failed', 'skipped')",
+        name="delivery_status_known",
+    ),
     sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
+    sa.Index(
+        "ix_notifications_undelivered",
+        "id",
+        postgresql_where=sa.text("delivery_status = 'pending'"),
+        sqlite_where=sa.text("delivery_status = 'pending'"),
+    ),
+)
+
+ATTEMPT_STATUSES = ("started", "accepted", "declined", "unknown", "not_applied")
+
+# Every charge attempt, recorded before Sippy is called (invariant 8): its reference travels in
+# Sippy's payment notes, so an unanswered attempt can be looked up before anything is retried.
+payment_attempts = sa.Table(
+    "payment_attempts",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("reference", sa.String(120), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("sippy_account_id", sa.String(64), nullable=True),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # Why it ended as it did: a Sippy fault code, "http_401", "timeout", "no_sippy_account", ...
+    sa.Column("code", sa.String(40), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("retryable", sa.Boolean, nullable=True),
+    sa.Column("sippy_payment_id", sa.String(64), nullable=True),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    sa.CheckConstraint(
+        "status IN ('started', 'accepted', 'declined', 'unknown', 'not_applied')",
+        name="status_known",
+    ),
+    sa.UniqueConstraint("invoice_id", "attempt_no", name="uq_payment_attempts_invoice_attempt"),
+    sa.Index("ix_payment_attempts_status_started", "status", "started_at"),
+)
+
+# One row per webhook POST: the delivery log admins read when a customer says "nothing came".
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "notification_id", BigId, sa.ForeignKey("notifications.id"), nullable=False, index=True
+    ),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("attempted_at", UtcDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("succeeded", sa.Boolean, nullable=False),
 )

@@ -1,14 +1,18 @@
 """Billing jobs: one billing cycle per frequency. Safe to run any number of times, at once or
-late: the close decides what is due from the database (one invoice per user and period)."""
+late: the close decides what is due from the database (one invoice per user and period).
+The charges a cycle queued are dispatched right after it."""
 
 from __future__ import annotations
 
 from billing.cycle import run_cycle
-from jobs.context import current
+from jobs.context import current, hand_off
+from jobs.payments import dispatch_charges
 
 
 def billing_cycle(frequency: str) -> dict[str, int | str]:
     """Close the due periods of `frequency`; the cycle's summary (RQ keeps it as the result)."""
     context = current()
     summary, duration_ms = run_cycle(context.sessions, frequency, context.clock(), context.defaults)
+    if summary.charges_enqueued:
+        hand_off("payments", dispatch_charges, ())
     return summary.report(duration_ms)

@@ -1,4 +1,5 @@
-"""The worker's composition root: what a job runs against (database, clock, billing defaults).
+"""The worker's composition root: what a job runs against (database, clock, billing defaults,
+Sippy, webhook signing) and how a job hands work to another.
 
 A worker process builds it from the environment on first use; the embedded mode and the tests
 hand it in with `configure`. Job functions stay module-level and take ids or names only.
@@ -7,13 +8,20 @@ hand it in with `configure`. Job functions stay module-level and take ids or nam
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from billing.charging import ChargePolicy, Gateway
 from billing.config import BillingDefaults, Config
+from billing.sippy.client import SippyClient
+from billing.webhooks import Sender, post_with_requests
 from ledger.db import make_engine, make_session_factory
+
+# (queue name, job function, its arguments, job id or None for a fresh one).
+Enqueue = Callable[[str, Callable[..., Any], tuple[Any, ...], str | None], None]
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,11 @@ class JobContext:
     sessions: Callable[[], Session]
     clock: Callable[[], datetime]
     defaults: BillingDefaults
+    gateway: Gateway | None = None
+    charge_policy: ChargePolicy = field(default_factory=ChargePolicy)
+    webhook_secret: str | None = None
+    send_webhook: Sender = field(default_factory=post_with_requests)
+    enqueue: Enqueue | None = None
 
 
 _current: list[JobContext] = []
@@ -30,16 +43,72 @@ def configure(context: JobContext) -> None:
     _current[:] = [context]
 
 
-def from_config(config: Config) -> JobContext:
+def charge_policy(config: Config) -> ChargePolicy:
+    return ChargePolicy(
+        retry_backoff=tuple(timedelta(minutes=m) for m in config.retry_backoff_minutes),
+        in_flight_grace=timedelta(seconds=config.sippy_in_flight_grace_s),
+    )
+
+
+def sippy_client(config: Config) -> SippyClient | None:
+    """The Sippy client `SIPPY_*` describes; None when `SIPPY_URL` is unset (charges wait)."""
+    if not config.sippy_url:
+        return None
+    return SippyClient(
+        config.sippy_url,
+        config.sippy_username,
+        config.sippy_password,
+        config.sippy_timeout_s,
+        config.sippy_terminal_faults,
+    )
+
+
+def from_config(config: Config, enqueue: Enqueue | None = None) -> JobContext:
     engine = make_engine(config.database_url)
-    return JobContext(make_session_factory(engine), lambda: datetime.now(UTC), config.billing)
+    return JobContext(
+        make_session_factory(engine),
+        lambda: datetime.now(UTC),
+        config.billing,
+        gateway=sippy_client(config),
+        charge_policy=charge_policy(config),
+        webhook_secret=config.webhook_signing_secret,
+        enqueue=enqueue,
+    )
+
+
+def rq_enqueue(redis_url: str) -> Enqueue:
+    """Hand jobs to RQ queues on `redis_url`."""
+    from redis import Redis
+    from rq import Queue
+
+    connection = Redis.from_url(redis_url)
+
+    def enqueue(
+        queue: str, func: Callable[..., Any], args: tuple[Any, ...], job_id: str | None
+    ) -> None:
+        Queue(queue, connection=connection).enqueue(func, *args, job_id=job_id)
+
+    return enqueue
 
 
 def current() -> JobContext:
-    """The configured context, or one built from the environment (`.env` included)."""
+    """The configured context, or one built from the environment (`.env` included): a worker
+    hands follow-up jobs to RQ."""
     if not _current:
         from dotenv import load_dotenv
 
         load_dotenv()
-        configure(from_config(Config.from_environ()))
+        config = Config.from_environ()
+        configure(from_config(config, rq_enqueue(config.redis_url) if config.redis_url else None))
     return _current[0]
+
+
+def hand_off(
+    queue: str, func: Callable[..., Any], args: tuple[Any, ...], job_id: str | None = None
+) -> None:
+    """Run `func(*args)` as another job: on RQ when the context enqueues, inline otherwise."""
+    context = current()
+    if context.enqueue is None:
+        func(*args)
+    else:
+        context.enqueue(queue, func, args, job_id)

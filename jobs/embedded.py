@@ -1,7 +1,8 @@
 """Jobs in process, for the embedded default (no `REDIS_URL`): a daemon thread that runs the
 same job functions the scheduler would enqueue, at the same times (SPEC §6 close times, the
-threshold check every minute). A restart runs each close once at start; the jobs are
-idempotent, so that only catches up what was missed."""
+threshold check every minute) plus the charge and webhook sweeps on every tick. A restart runs
+each close once at start; the jobs are idempotent, so that only catches up what was missed.
+`wake()` runs a tick at once (an admin asked for a charge now)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from datetime import datetime, timedelta
 
 from billing.periods import SCHEDULED, last_close_time
 from jobs.billing import billing_cycle
+from jobs.notifications import deliver_notifications
+from jobs.payments import dispatch_charges
 from jobs.schedule import THRESHOLD_INTERVAL_SECONDS
 
 log = logging.getLogger(__name__)
@@ -22,12 +25,14 @@ class EmbeddedScheduler:
         self,
         clock: Callable[[], datetime],
         run: Callable[[str], object] = billing_cycle,
-        poll_seconds: float = 15.0,
+        poll_seconds: float = 5.0,
+        sweeps: tuple[Callable[[], object], ...] = (dispatch_charges, deliver_notifications),
     ) -> None:
-        self.clock, self.run, self.poll_seconds = clock, run, poll_seconds
+        self.clock, self.run, self.poll_seconds, self.sweeps = clock, run, poll_seconds, sweeps
         self.last_close: dict[str, datetime] = {}
         self.last_threshold: datetime | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
 
     def tick(self) -> list[str]:
         """Run what is due now; the frequencies run."""
@@ -35,31 +40,38 @@ class EmbeddedScheduler:
         for frequency in SCHEDULED:
             due = last_close_time(frequency, now)
             if self.last_close.get(frequency) != due:
-                self._run(frequency)
+                self._guarded(self.run, frequency)
                 self.last_close[frequency] = due
                 ran.append(frequency)
         interval = timedelta(seconds=THRESHOLD_INTERVAL_SECONDS)
         if self.last_threshold is None or now - self.last_threshold >= interval:
-            self._run("threshold")
+            self._guarded(self.run, "threshold")
             self.last_threshold = now
             ran.append("threshold")
+        for sweep in self.sweeps:
+            self._guarded(sweep)
         return ran
 
-    def _run(self, frequency: str) -> None:
+    def _guarded(self, job: Callable[..., object], *args: str) -> None:
         try:
-            self.run(frequency)
-        except Exception:  # a failed cycle is logged by run_cycle; the next tick tries again
-            log.exception("embedded billing cycle failed", extra={"type": frequency})
+            job(*args)
+        except Exception:  # a failed job is logged; the next tick tries again
+            log.exception("embedded job failed", extra={"job": getattr(job, "__name__", "?")})
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name="embedded-scheduler", daemon=True)
         thread.start()
         return thread
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.tick()
-            self._stop.wait(self.poll_seconds)
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()

@@ -9,11 +9,14 @@ while no worker ran; the close then finds nothing left to do).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rq_scheduler import Scheduler
 
 from jobs.billing import billing_cycle
+from jobs.notifications import deliver_notifications
+from jobs.payments import dispatch_charges
 
 QUEUES = ("billing", "payments", "notifications", "reconciliation")
 
@@ -26,12 +29,28 @@ CRON_SCHEDULES = (
 THRESHOLD_JOB_ID = "schedule-billing-threshold"
 THRESHOLD_INTERVAL_SECONDS = 60
 """Threshold requests are recorded by ingestion and served at most this late."""
+SWEEP_INTERVAL_SECONDS = 60
+"""Due charges (retries, lost hand-offs, unanswered attempts) and due webhooks wait at most
+this long."""
+
+# (job id, queue, function, arguments, interval in seconds): the sweeps.
+INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int], ...] = (
+    (THRESHOLD_JOB_ID, "billing", billing_cycle, ["threshold"], THRESHOLD_INTERVAL_SECONDS),
+    ("schedule-payments-dispatch", "payments", dispatch_charges, [], SWEEP_INTERVAL_SECONDS),
+    (
+        "schedule-notifications-deliver",
+        "notifications",
+        deliver_notifications,
+        [],
+        SWEEP_INTERVAL_SECONDS,
+    ),
+)
 
 
 def register(scheduler: Scheduler, now: datetime | None = None) -> list[str]:
     """(Re)register every schedule; the ids registered."""
     scheduled = {job.id: job for job in scheduler.get_jobs()}
-    ids = [job_id for job_id, _, _ in CRON_SCHEDULES] + [THRESHOLD_JOB_ID]
+    ids = [job_id for job_id, _, _ in CRON_SCHEDULES] + [s[0] for s in INTERVAL_SCHEDULES]
     for job_id in ids:
         if job_id in scheduled:
             scheduler.cancel(scheduled[job_id])
@@ -45,14 +64,15 @@ def register(scheduler: Scheduler, now: datetime | None = None) -> list[str]:
             use_local_timezone=False,
             result_ttl=7 * 24 * 3600,
         )
-    scheduler.schedule(
-        scheduled_time=(now or datetime.now(UTC)).replace(tzinfo=None),
-        func=billing_cycle,
-        args=["threshold"],
-        interval=THRESHOLD_INTERVAL_SECONDS,
-        repeat=None,
-        id=THRESHOLD_JOB_ID,
-        queue_name="billing",
-        result_ttl=3600,
-    )
+    for job_id, queue, func, args, interval in INTERVAL_SCHEDULES:
+        scheduler.schedule(
+            scheduled_time=(now or datetime.now(UTC)).replace(tzinfo=None),
+            func=func,
+            args=args,
+            interval=interval,
+            repeat=None,
+            id=job_id,
+            queue_name=queue,
+            result_ttl=3600,
+        )
     return ids

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.closing import close_periods, round_half_up
-from billing.config import BillingDefaults
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.closing import round_half_up
 from billing.settings import put_settings
 from billing.tables import (
     close_requests,
@@ -34,47 +30,14 @@ from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.tables import transfers
+from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 
 pytestmark = pytest.mark.postgres
-
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
-DEFAULTS = BillingDefaults()
-
-
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
 @pytest.fixture
 def rated(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    with unit_of_work(sessions) as session:
-        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), at(2026, 1, 1))
-    return sessions
-
-
-def post(sessions: sessionmaker[Session], now: datetime, *events: dict[str, Any]) -> None:
-    validated = validate_events(list(events))
-    run_in_transaction(sessions, lambda s: ingest_usage(s, validated, now, DEFAULTS), attempts=10)
-
-
-def sms(message_id: str, sent_at: datetime, user: str = "42", **extra: Any) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "user_id": user,
-        "destination": "+447400123456",
-        "segments": 1,
-        "sent_at": sent_at.isoformat(),
-        **extra,
-    }
-
-
-def close(sessions: sessionmaker[Session], frequency: str, now: datetime, **kw: Any) -> Any:
-    return run_in_transaction(sessions, lambda s: close_periods(s, frequency, now, DEFAULTS, **kw))
-
-
-def rows(sessions: sessionmaker[Session], table: sa.Table, *where: Any) -> list[Any]:
-    with unit_of_work(sessions) as session:
-        return session.execute(sa.select(table).where(*where)).all()
+    return load_rates(sessions)
 
 
 def invariant_seven(sessions: sessionmaker[Session], user: str) -> None:

@@ -18,11 +18,15 @@ from rq_scheduler import Scheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.config import BillingDefaults
+from billing.customers import update_customer
 from billing.rate_sheets import add_rates, parse_sheet
+from billing.sippy.client import SippyClient
+from billing.sippy.simulator import start_simulator
 from billing.tables import invoices
 from billing.usage import ingest_usage, validate_events
 from jobs import context
 from jobs.billing import billing_cycle
+from jobs.payments import dispatch_charges
 from jobs.schedule import CRON_SCHEDULES, THRESHOLD_JOB_ID, register
 from ledger.db import unit_of_work
 from tests.redisserver import redis_server
@@ -134,3 +138,35 @@ def test_readiness_checks_redis_when_jobs_use_it(pg_url: str, redis_url: str) ->
     unready = down.test_client().get("/readyz")
     assert unready.status_code == 503 and unready.json["checks"]["redis"] == "unavailable"
     down.extensions["smsledger"].engine.dispose()
+
+
+def test_a_worker_closes_then_charges_each_invoice_through_sippy_once(
+    redis: Redis, redis_url: str, usage: sessionmaker[Session]
+) -> None:
+    """The cycle hands the charges to the payments queue; the charge jobs run there, and a
+    second dispatch (the minute sweep) finds nothing left to charge."""
+    with unit_of_work(usage) as session:
+        for n in range(3):
+            update_customer(session, f"u{n}", CLOSE_TIME, sippy_account_id=str(1001 + n))
+    sim = start_simulator(clock=lambda: CLOSE_TIME)
+    try:
+        context.configure(
+            context.JobContext(
+                usage,
+                lambda: CLOSE_TIME,
+                BillingDefaults(),
+                gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5),
+                enqueue=context.rq_enqueue(redis_url),
+            )
+        )
+        queues = [Queue(name, connection=redis) for name in ("billing", "payments")]
+        cycle = queues[0].enqueue(billing_cycle, "daily")
+        SimpleWorker(queues, connection=redis).work(burst=True)
+        assert cycle.return_value()["charges_enqueued"] == 3
+        with unit_of_work(usage) as session:
+            statuses = session.execute(sa.select(invoices.c.status)).scalars().all()
+        assert statuses == ["paid"] * 3
+        assert len(sim.state.payments()) == 3
+        assert dispatch_charges() == {"dispatched": 0}
+    finally:
+        sim.stop()

@@ -100,7 +100,7 @@ def test_the_embedded_scheduler_runs_each_close_once_per_close_time() -> None:
 
     now = [at(2026, 11, 24, 1, 0)]
     ran: list[str] = []
-    scheduler = EmbeddedScheduler(lambda: now[0], run=ran.append)
+    scheduler = EmbeddedScheduler(lambda: now[0], run=ran.append, sweeps=())
     assert scheduler.tick() == ["daily", "weekly", "monthly", "threshold"]  # catch-up at start
     now[0] = at(2026, 11, 24, 1, 0, 30)
     assert scheduler.tick() == []

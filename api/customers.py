@@ -1,0 +1,142 @@
+"""Customers for admins (SPEC §7, Appendix A): the users smsledger bills, each with its Sippy
+account, currency, status and webhook URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from api.auth import requires
+from api.blueprint import Blueprint
+from api.fields import time_text
+from api.runtime import now, runtime, transaction
+from api.schemas import PageQuery, page_of
+from billing.chart import CUSTOMER_ID
+from billing.currency import validate_currency
+from billing.customers import (
+    Customer,
+    create_customer,
+    get_customer,
+    list_customers,
+    update_customer,
+)
+from billing.settings import GLOBAL_SCOPE, effective_settings
+from billing.tables import CUSTOMER_STATUSES
+
+blp = Blueprint("customers", __name__, url_prefix="/api/admin/customers", description="Customers")
+
+# Sippy names accounts by an integer `i_account`.
+SIPPY_ACCOUNT_ID = validate.Regexp(r"^[0-9]{1,18}$", error="must be Sippy's numeric i_account")
+
+
+class CustomerQuery(PageQuery):
+    status = fields.String(validate=validate.OneOf(CUSTOMER_STATUSES))
+    q = fields.String(validate=validate.Length(min=1, max=64))
+    has_sippy_account = fields.Boolean()
+
+
+class CustomerFields(Schema):
+    name = fields.String(allow_none=True, validate=validate.Length(max=200))
+    sippy_account_id = fields.String(allow_none=True, validate=SIPPY_ACCOUNT_ID)
+    status = fields.String(validate=validate.OneOf(CUSTOMER_STATUSES))
+    webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False)
+
+
+class CustomerIn(CustomerFields):
+    user_id = fields.String(required=True, validate=validate.Regexp(CUSTOMER_ID))
+    currency = fields.String(validate=validate.Length(equal=3))
+
+
+class CustomerOut(Schema):
+    user_id = fields.String()
+    name = fields.String(allow_none=True)
+    sippy_account_id = fields.String(allow_none=True)
+    currency = fields.String()
+    status = fields.String()
+    webhook_url = fields.String(allow_none=True)
+    rate_plan = fields.String(allow_none=True)
+    created_at = fields.String()
+
+
+CustomerPageOut = page_of(CustomerOut, "CustomerPageOut")
+
+
+def present_customer(customer: Customer) -> dict[str, Any]:
+    return {
+        "user_id": customer.user_id,
+        "name": customer.name,
+        "sippy_account_id": customer.sippy_account_id,
+        "currency": customer.currency,
+        "status": customer.status,
+        "webhook_url": customer.webhook_url,
+        "rate_plan": customer.rate_plan,
+        "created_at": time_text(customer.created_at),
+    }
+
+
+@blp.route("", methods=["GET"])
+@requires("admin")
+@blp.arguments(CustomerQuery, location="query")
+@blp.response(200, CustomerPageOut)
+def list_all(query: dict[str, Any]) -> dict[str, Any]:
+    """Customers by user id; filters: status, `q` (user id or name fragment),
+    `has_sippy_account`."""
+    page, per_page = query["page"], query["per_page"]
+    result = transaction(
+        lambda s: list_customers(
+            s,
+            status=query.get("status"),
+            search=query.get("q"),
+            has_sippy_account=query.get("has_sippy_account"),
+            limit=per_page,
+            offset=(page - 1) * per_page,
+        )
+    )
+    return {
+        "items": [present_customer(c) for c in result.items],
+        "page": page,
+        "per_page": per_page,
+        "total": result.total,
+    }
+
+
+@blp.route("", methods=["POST"])
+@requires("admin")
+@blp.arguments(CustomerIn)
+@blp.response(201, CustomerOut)
+def create(body: dict[str, Any]) -> dict[str, Any]:
+    """Create a customer with its ledger accounts (currency: the global default if omitted)."""
+    user_id = body.pop("user_id")
+    currency = body.pop("currency", None)
+    defaults = runtime().config.billing
+
+    def work(session: Any) -> Customer:
+        chosen = currency or effective_settings(session, [], defaults, now())[GLOBAL_SCOPE].currency
+        return create_customer(session, user_id, validate_currency(chosen), now(), **body)
+
+    return present_customer(transaction(work))
+
+
+@blp.route("/<string:user_id>", methods=["GET"])
+@requires("admin")
+@blp.response(200, CustomerOut)
+def read(user_id: str) -> dict[str, Any]:
+    """One customer."""
+    return present_customer(transaction(lambda s: get_customer(s, user_id)))
+
+
+@blp.route("/<string:user_id>", methods=["PATCH"])
+@requires("admin")
+@blp.arguments(CustomerFields)
+@blp.response(200, CustomerOut)
+def change(body: dict[str, Any], user_id: str) -> dict[str, Any]:
+    """Change `sippy_account_id`, `status` (active | suspended), `name`, `webhook_url`; the
+    currency is fixed (the customer's accounts are in it)."""
+
+    def work(session: Any) -> Customer:
+        if not body:
+            return get_customer(session, user_id)
+        return update_customer(session, user_id, now(), **body)
+
+    return present_customer(transaction(work))

@@ -1,0 +1,460 @@
+"""Charging invoices in Sippy, exactly once (SPEC §6, invariant 8).
+
+A charge is three steps, because Sippy's `accountDebit` has no idempotency key:
+1. in one transaction, lock the invoice and record the attempt with our unique reference;
+2. call Sippy with the reference in the payment notes, outside any transaction;
+3. in another transaction, record the answer: accepted settles (one settlement transfer per
+   invoice, by idempotency key), declined fails the invoice with or without a retry, unknown
+   leaves the attempt open.
+An open attempt (unknown, or started by a worker that died) is never charged again: once it is
+older than the in-flight grace, it is looked up in Sippy's payment history by its reference,
+and only a lookup that finds nothing lets the invoice be retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import uuid6
+from sqlalchemy.orm import Session
+
+from billing.chart import receivable_code, system_code
+from billing.config import BillingDefaults
+from billing.notifications import store_notifications
+from billing.settings import effective_settings
+from billing.sippy.client import ChargeOutcome, Payment, SippyError
+from billing.tables import customers, invoices, payment_attempts
+from ledger.db import run_in_transaction
+from ledger.model import EntryRequest, Kind, Leg
+from ledger.money import Money
+from ledger.posting import post_entry
+
+log = logging.getLogger("smsledger.billing")
+
+OPEN_ATTEMPTS = ("started", "unknown")
+# Failures that are ours, not the customer's: an admin fixes them, the user is not told.
+OPERATOR_CODES = frozenset({"http_401", "no_sippy_account"})
+
+
+class Gateway(Protocol):
+    """What charging needs from Sippy (the client, or a test's wrapper around it)."""
+
+    def debit(
+        self, account_id: int, amount: Money, reference: str, at: datetime
+    ) -> ChargeOutcome: ...
+
+    def find_debit(
+        self, account_id: int, reference: str, start: datetime, end: datetime
+    ) -> Payment | None: ...
+
+
+@dataclass(frozen=True)
+class ChargePolicy:
+    """When to try again (SPEC §6 backoff, configurable) and how long an unanswered attempt may
+    still be in flight at Sippy before its absence from the payment history means anything."""
+
+    retry_backoff: tuple[timedelta, ...] = (
+        timedelta(hours=1),
+        timedelta(hours=6),
+        timedelta(hours=24),
+    )
+    in_flight_grace: timedelta = timedelta(minutes=2)
+    # Sippy's clock and ours may differ: look a reference up this far around the attempt.
+    lookup_margin: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    attempt_id: uuid.UUID
+    account_id: int
+    amount: Money
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    attempt_id: uuid.UUID
+    account_id: int
+    reference: str
+    started_at: datetime
+
+
+Plan = Skip | Call | Lookup
+
+
+def charge_invoice(
+    sessions: Callable[[], Session],
+    gateway: Gateway,
+    invoice_id: uuid.UUID,
+    clock: Callable[[], datetime],
+    defaults: BillingDefaults,
+    policy: ChargePolicy = ChargePolicy(),
+) -> str:
+    """Take the invoice one step towards paid; what happened ("paid", "failed", "unknown",
+    "in_flight", "not_due", ...). Safe to run twice and concurrently: the invoice row lock and
+    the open-attempt rule decide, never the caller."""
+    plan = run_in_transaction(sessions, lambda s: plan_charge(s, invoice_id, clock(), policy))
+    if isinstance(plan, Skip):
+        return plan.reason
+    if isinstance(plan, Lookup):
+        now = clock()
+        try:
+            payment = gateway.find_debit(
+                plan.account_id,
+                plan.reference,
+                plan.started_at - policy.lookup_margin,
+                now + policy.lookup_margin,
+            )
+        except SippyError as error:
+            log.warning(
+                "Charge lookup failed",
+                extra={"invoice_id": str(invoice_id), "code": error.code, "reason": error.message},
+            )
+            return "unresolved"
+        return run_in_transaction(
+            sessions,
+            lambda s: resolve_attempt(s, plan.attempt_id, payment, clock(), defaults, policy),
+        )
+    log.info("Processing SMS billing", extra={"invoice_id": str(invoice_id)})
+    outcome = gateway.debit(plan.account_id, plan.amount, plan.reference, clock())
+    return run_in_transaction(
+        sessions,
+        lambda s: record_outcome(s, plan.attempt_id, outcome, clock(), defaults, policy),
+    )
+
+
+def plan_charge(
+    session: Session, invoice_id: uuid.UUID, now: datetime, policy: ChargePolicy
+) -> Plan:
+    """Decide what to do for the invoice, recording a new attempt when it is to be charged."""
+    invoice = _lock_invoice(session, invoice_id)
+    if invoice is None:
+        return Skip("unknown_invoice")
+    open_attempt = session.execute(
+        sa.select(payment_attempts)
+        .where(
+            payment_attempts.c.invoice_id == invoice_id,
+            payment_attempts.c.status.in_(OPEN_ATTEMPTS),
+        )
+        .order_by(payment_attempts.c.attempt_no.desc())
+        .limit(1)
+    ).one_or_none()
+    if open_attempt is not None:
+        if now - open_attempt.started_at < policy.in_flight_grace:
+            return Skip("in_flight")
+        return Lookup(
+            open_attempt.id,
+            int(open_attempt.sippy_account_id),
+            open_attempt.reference,
+            open_attempt.started_at,
+        )
+    if invoice.status not in ("pending", "failed"):
+        return Skip(invoice.status)
+    if invoice.status == "pending" and invoice.approved_at is None:
+        return Skip("awaiting_approval")
+    if invoice.next_retry_at is None or invoice.next_retry_at > now:
+        return Skip("not_due")
+    if invoice.amount_micros == 0:
+        # Usage below half a minor unit rounds to nothing: there is nothing to collect.
+        _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None)
+        return Skip("paid")
+    account = session.execute(
+        sa.select(customers.c.sippy_account_id).where(customers.c.user_id == invoice.customer_id)
+    ).scalar_one()
+    attempt_id = uuid6.uuid7()
+    attempt = {
+        "id": attempt_id,
+        "invoice_id": invoice.id,
+        "attempt_no": invoice.attempts + 1,
+        "reference": f"smsledger:{invoice.id}:{attempt_id}",
+        "customer_id": invoice.customer_id,
+        "sippy_account_id": account,
+        "amount_micros": invoice.amount_micros,
+        "currency": invoice.currency,
+        "started_at": now,
+    }
+    if account is None or not str(account).isdigit():
+        message = "the customer has no Sippy account id: set it with PATCH /api/admin/customers"
+        session.execute(
+            sa.insert(payment_attempts).values(
+                **attempt,
+                status="declined",
+                code="no_sippy_account",
+                message=message,
+                retryable=False,
+                finished_at=now,
+            )
+        )
+        _fail_invoice(session, invoice, "no_sippy_account", message, None, now)
+        return Skip("failed")
+    session.execute(sa.insert(payment_attempts).values(**attempt, status="started"))
+    _update_invoice(
+        session,
+        invoice.id,
+        now,
+        status="processing",
+        attempts=invoice.attempts + 1,
+        next_retry_at=None,
+    )
+    return Call(
+        attempt_id,
+        int(account),
+        Money(invoice.amount_micros, invoice.currency),
+        str(attempt["reference"]),
+    )
+
+
+def record_outcome(
+    session: Session,
+    attempt_id: uuid.UUID,
+    outcome: ChargeOutcome,
+    now: datetime,
+    defaults: BillingDefaults,
+    policy: ChargePolicy,
+) -> str:
+    """Apply Sippy's answer to an open attempt; a closed attempt is left as it is."""
+    invoice, attempt = _lock_attempt(session, attempt_id)
+    if attempt.status not in OPEN_ATTEMPTS:
+        return str(attempt.status)
+    if outcome.status == "accepted":
+        return _settle(session, invoice, attempt, None, now, defaults)
+    if outcome.status == "declined":
+        return _decline(session, invoice, attempt, "declined", outcome, now, defaults, policy)
+    _update_attempt(
+        session, attempt.id, status="unknown", code=outcome.code, message=outcome.message
+    )
+    _update_invoice(session, invoice.id, now, last_error=f"{outcome.code}: {outcome.message}")
+    log.warning(
+        "Charge outcome unknown",
+        extra={"invoice_id": str(invoice.id), "code": outcome.code, "reason": outcome.message},
+    )
+    return "unknown"
+
+
+def resolve_attempt(
+    session: Session,
+    attempt_id: uuid.UUID,
+    payment: Payment | None,
+    now: datetime,
+    defaults: BillingDefaults,
+    policy: ChargePolicy,
+) -> str:
+    """Close an open attempt from what Sippy's payment history says: found settles, absent
+    means the charge never happened and the invoice may be retried."""
+    invoice, attempt = _lock_attempt(session, attempt_id)
+    if attempt.status not in OPEN_ATTEMPTS:
+        return str(attempt.status)
+    if payment is not None:
+        if payment.amount.micros != attempt.amount_micros:
+            log.warning(
+                "Sippy applied a different amount",
+                extra={"invoice_id": str(invoice.id), "sippy_amount": payment.amount.format()},
+            )
+        return _settle(session, invoice, attempt, payment.payment_id, now, defaults)
+    reason = ChargeOutcome(
+        "declined",
+        attempt.code or "lost",
+        f"no answer from Sippy and no payment with reference {attempt.reference}",
+        retryable=True,
+    )
+    return _decline(session, invoice, attempt, "not_applied", reason, now, defaults, policy)
+
+
+def due_charges(
+    session: Session, now: datetime, policy: ChargePolicy, limit: int = 500
+) -> list[uuid.UUID]:
+    """Invoices with a charge step due: first attempts and retries whose time has come, and
+    open attempts old enough to be looked up (a worker died, or the answer was lost)."""
+    ready = (
+        sa.select(invoices.c.id)
+        .where(invoices.c.status.in_(("pending", "failed")), invoices.c.next_retry_at <= now)
+        .order_by(invoices.c.next_retry_at)
+        .limit(limit)
+    )
+    stale = (
+        sa.select(payment_attempts.c.invoice_id)
+        .where(
+            payment_attempts.c.status.in_(OPEN_ATTEMPTS),
+            payment_attempts.c.started_at <= now - policy.in_flight_grace,
+        )
+        .limit(limit)
+    )
+    found = list(session.execute(ready).scalars()) + list(session.execute(stale).scalars())
+    return list(dict.fromkeys(found))
+
+
+def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Any:
+    return session.execute(
+        sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
+    ).one_or_none()
+
+
+def _lock_attempt(session: Session, attempt_id: uuid.UUID) -> tuple[Any, Any]:
+    invoice_id = session.execute(
+        sa.select(payment_attempts.c.invoice_id).where(payment_attempts.c.id == attempt_id)
+    ).scalar_one()
+    invoice = _lock_invoice(session, invoice_id)
+    attempt = session.execute(
+        sa.select(payment_attempts).where(payment_attempts.c.id == attempt_id)
+    ).one()
+    return invoice, attempt
+
+
+def _update_invoice(session: Session, invoice_id: uuid.UUID, now: datetime, **values: Any) -> None:
+    session.execute(
+        sa.update(invoices).where(invoices.c.id == invoice_id).values(**values, updated_at=now)
+    )
+
+
+def _update_attempt(session: Session, attempt_id: uuid.UUID, **values: Any) -> None:
+    session.execute(
+        sa.update(payment_attempts).where(payment_attempts.c.id == attempt_id).values(**values)
+    )
+
+
+def _settle(
+    session: Session,
+    invoice: Any,
+    attempt: Any,
+    payment_id: str | None,
+    now: datetime,
+    defaults: BillingDefaults,
+) -> str:
+    """Post the invoice's one settlement (its idempotency key is the invoice: a second
+    accepted attempt could never post another) and mark it paid."""
+    post_entry(
+        session,
+        EntryRequest(
+            Kind.SETTLEMENT,
+            f"settlement:{invoice.id}",
+            (
+                Leg(
+                    system_code("sippy:clearing", invoice.currency),
+                    receivable_code(invoice.customer_id),
+                    invoice.amount_micros,
+                ),
+            ),
+            description=f"invoice {invoice.id} paid through Sippy",
+            metadata={"invoice_id": str(invoice.id), "reference": attempt.reference},
+        ),
+        now,
+    )
+    _update_attempt(
+        session, attempt.id, status="accepted", sippy_payment_id=payment_id, finished_at=now
+    )
+    _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None, last_error=None)
+    _notify(
+        session,
+        invoice,
+        "invoice_paid",
+        f"invoice_paid:{invoice.id}",
+        {"reference": attempt.reference},
+        now,
+        defaults,
+    )
+    log.info("SMS billing paid", extra={"invoice_id": str(invoice.id)})
+    return "paid"
+
+
+def _decline(
+    session: Session,
+    invoice: Any,
+    attempt: Any,
+    status: str,
+    outcome: ChargeOutcome,
+    now: datetime,
+    defaults: BillingDefaults,
+    policy: ChargePolicy,
+) -> str:
+    retry_at = None
+    if outcome.retryable and invoice.attempts <= len(policy.retry_backoff):
+        retry_at = now + policy.retry_backoff[invoice.attempts - 1]
+    _update_attempt(
+        session,
+        attempt.id,
+        status=status,
+        code=outcome.code,
+        message=outcome.message,
+        retryable=outcome.retryable,
+        finished_at=now,
+    )
+    _fail_invoice(session, invoice, outcome.code or "declined", outcome.message, retry_at, now)
+    if outcome.code not in OPERATOR_CODES:
+        _notify(
+            session,
+            invoice,
+            "payment_failed",
+            f"payment_failed:{attempt.id}",
+            {
+                "reason": outcome.message,
+                "next_retry_at": retry_at.isoformat() if retry_at else None,
+            },
+            now,
+            defaults,
+        )
+    return "failed"
+
+
+def _fail_invoice(
+    session: Session,
+    invoice: Any,
+    code: str,
+    message: str | None,
+    retry_at: datetime | None,
+    now: datetime,
+) -> None:
+    values: dict[str, Any] = {"status": "failed", "last_error": f"{code}: {message}"}
+    if invoice.status != "processing":  # a decline before any call still counts as an attempt
+        values["attempts"] = invoice.attempts + 1
+    _update_invoice(session, invoice.id, now, next_retry_at=retry_at, **values)
+    log.warning(
+        "Failed to process SMS billing",
+        extra={
+            "invoice_id": str(invoice.id),
+            "user_id": invoice.customer_id,
+            "reason": f"{code}: {message}",
+            "next_retry_at": retry_at.isoformat() if retry_at else None,
+        },
+    )
+
+
+def _notify(
+    session: Session,
+    invoice: Any,
+    kind: str,
+    dedupe_key: str,
+    extra: dict[str, Any],
+    now: datetime,
+    defaults: BillingDefaults,
+) -> None:
+    settings = effective_settings(session, [invoice.customer_id], defaults, now)
+    if not settings[invoice.customer_id].notifications_enabled:
+        return
+    store_notifications(
+        session,
+        [
+            {
+                "customer_id": invoice.customer_id,
+                "kind": kind,
+                "dedupe_key": dedupe_key,
+                "payload": {
+                    "invoice_id": str(invoice.id),
+                    "amount_micros": invoice.amount_micros,
+                    "currency": invoice.currency,
+                    **extra,
+                },
+                "created_at": now,
+            }
+        ],
+    )

@@ -1,0 +1,19 @@
+"""Notification jobs: deliver due webhooks, one batch per run."""
+
+from __future__ import annotations
+
+from billing.webhooks import deliver_due
+from jobs.context import current
+
+
+def deliver_notifications() -> dict[str, int]:
+    """Deliver a batch of due notifications; counts by outcome."""
+    context = current()
+    summary = deliver_due(
+        context.sessions,
+        context.send_webhook,
+        context.webhook_secret,
+        context.clock,
+        context.defaults,
+    )
+    return summary.report()

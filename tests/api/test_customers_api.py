@@ -1,0 +1,205 @@
+"""Customers for admins (`/api/admin/customers`), and end users' notifications read with a user
+token: the mapping of statuses, codes and bodies, and that a token only ever shows its own
+user's data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from billing.config import Config
+from billing.notifications import store_notifications
+from billing.user_tokens import mint_user_token
+from ledger.db import unit_of_work
+from tests.conftest import Clock, build_app
+
+pytestmark = pytest.mark.postgres
+
+USER_SECRET = "user-secret-of-at-least-32-bytes-long"
+
+
+@pytest.fixture
+def api(pg_url: str, clock: Clock) -> Any:
+    app, keys = build_app(pg_url, clock, Config(database_url=pg_url, user_token_secret=USER_SECRET))
+    client = app.test_client()
+    client.admin = {"Authorization": f"Bearer {keys['admin']}"}  # type: ignore[attr-defined]
+    client.service = {"Authorization": f"Bearer {keys['service']}"}  # type: ignore[attr-defined]
+    client.sessions = app.extensions["smsledger"].sessions  # type: ignore[attr-defined]
+    yield client
+    app.extensions["smsledger"].engine.dispose()
+
+
+def create(api: Any, **body: Any) -> Any:
+    return api.post("/api/admin/customers", json=body, headers=api.admin)
+
+
+def test_an_admin_creates_a_customer_with_its_sippy_account(api: Any) -> None:
+    answer = create(api, user_id="42", name="Acme", sippy_account_id="1001", currency="USD")
+    assert answer.status_code == 201
+    assert answer.json == {
+        "user_id": "42",
+        "name": "Acme",
+        "sippy_account_id": "1001",
+        "currency": "USD",
+        "status": "active",
+        "webhook_url": None,
+        "rate_plan": None,
+        "created_at": "2026-11-24T12:00:00Z",
+    }
+    accounts = api.get("/api/ledger/accounts/customer:42:receivable", headers=api.admin)
+    assert accounts.status_code == 200 and accounts.json["currency"] == "USD"
+    assert api.get("/api/admin/customers/42", headers=api.admin).json["name"] == "Acme"
+
+
+def test_the_currency_defaults_to_the_global_setting(api: Any) -> None:
+    assert create(api, user_id="7").json["currency"] == "USD"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"user_id": "42", "currency": "XYZ"}, 422, "invalid_currency"),
+        ({"user_id": "42", "sippy_account_id": "acct-1"}, 422, "validation_failed"),
+        ({"user_id": "42", "webhook_url": "ftp://example.org/x"}, 422, "validation_failed"),
+        ({"user_id": "no spaces"}, 422, "validation_failed"),
+        ({"name": "no id"}, 422, "validation_failed"),
+        ({"user_id": "42", "status": "deleted"}, 422, "validation_failed"),
+        ({"user_id": "42", "balance": "1.00"}, 422, "validation_failed"),
+    ],
+)
+def test_bad_customers_are_refused_and_nothing_is_written(
+    api: Any, body: dict[str, Any], status: int, code: str
+) -> None:
+    answer = create(api, **body)
+    assert (answer.status_code, answer.json["error"]["code"]) == (status, code)
+    assert api.get("/api/admin/customers", headers=api.admin).json["total"] == 0
+
+
+def test_creating_a_taken_user_id_is_a_conflict(api: Any) -> None:
+    assert create(api, user_id="42").status_code == 201
+    answer = create(api, user_id="42", name="again")
+    assert (answer.status_code, answer.json["error"]["code"]) == (409, "customer_exists")
+
+
+def test_patch_changes_the_sippy_account_status_name_and_webhook(api: Any) -> None:
+    create(api, user_id="42")
+    answer = api.patch(
+        "/api/admin/customers/42",
+        json={
+            "sippy_account_id": "1002",
+            "status": "suspended",
+            "name": "Acme Ltd",
+            "webhook_url": "https://hooks.example.org/sms",
+        },
+        headers=api.admin,
+    )
+    assert answer.status_code == 200
+    assert {k: answer.json[k] for k in ("sippy_account_id", "status", "name", "webhook_url")} == {
+        "sippy_account_id": "1002",
+        "status": "suspended",
+        "name": "Acme Ltd",
+        "webhook_url": "https://hooks.example.org/sms",
+    }
+    check = api.post(
+        "/api/usage/check", json={"user_id": "42", "message_count": 1}, headers=api.service
+    )
+    assert check.json["allowed"] is False and check.json["reason"] == "customer_suspended"
+    unchanged = api.patch("/api/admin/customers/42", json={}, headers=api.admin)
+    assert unchanged.status_code == 200 and unchanged.json["status"] == "suspended"
+
+
+def test_patch_refuses_the_currency_and_unknown_customers(api: Any) -> None:
+    create(api, user_id="42")
+    currency = api.patch("/api/admin/customers/42", json={"currency": "EUR"}, headers=api.admin)
+    assert currency.status_code == 422
+    missing = api.patch("/api/admin/customers/9", json={"name": "x"}, headers=api.admin)
+    assert (missing.status_code, missing.json["error"]["code"]) == (404, "customer_not_found")
+    assert api.get("/api/admin/customers/9", headers=api.admin).status_code == 404
+
+
+def test_the_listing_filters_and_pages(api: Any) -> None:
+    for n in range(5):
+        create(api, user_id=f"u{n}", name=f"Shop {n}", sippy_account_id=str(1000 + n))
+    create(api, user_id="other_1", name="100% Other")
+    api.patch("/api/admin/customers/u1", json={"status": "suspended"}, headers=api.admin)
+    listing = api.get("/api/admin/customers?per_page=2&page=2", headers=api.admin).json
+    assert (listing["total"], [c["user_id"] for c in listing["items"]]) == (6, ["u1", "u2"])
+    suspended = api.get("/api/admin/customers?status=suspended", headers=api.admin).json
+    assert [c["user_id"] for c in suspended["items"]] == ["u1"]
+    without = api.get("/api/admin/customers?has_sippy_account=false", headers=api.admin).json
+    assert [c["user_id"] for c in without["items"]] == ["other_1"]
+    found = api.get("/api/admin/customers?q=100%25", headers=api.admin).json
+    assert [c["user_id"] for c in found["items"]] == ["other_1"]
+    literal = api.get("/api/admin/customers?q=r_1", headers=api.admin).json
+    assert [c["user_id"] for c in literal["items"]] == ["other_1"]
+
+
+def test_customers_are_for_admins_only(api: Any) -> None:
+    assert api.get("/api/admin/customers").status_code == 401
+    assert api.get("/api/admin/customers", headers=api.service).status_code == 403
+
+
+def notify(api: Any, user: str, key: str, kind: str = "invoice_paid") -> None:
+    with unit_of_work(api.sessions) as session:
+        store_notifications(
+            session,
+            [
+                {
+                    "customer_id": user,
+                    "kind": kind,
+                    "dedupe_key": key,
+                    "payload": {"invoice_id": key, "amount_micros": 20_000, "currency": "USD"},
+                    "created_at": Clock().now,
+                }
+            ],
+        )
+
+
+def user_token(user: str, clock: Clock, ttl: timedelta = timedelta(hours=1)) -> dict[str, str]:
+    """Token expiry is checked against the real time (PyJWT), not the test's clock."""
+    minted = mint_user_token(USER_SECRET, user, datetime.now(UTC), ttl)
+    return {"Authorization": f"Bearer {minted}"}
+
+
+def test_a_user_reads_only_their_own_notifications(api: Any, clock: Clock) -> None:
+    create(api, user_id="42")
+    create(api, user_id="43")
+    notify(api, "42", "mine")
+    notify(api, "42", "mine-failed", kind="payment_failed")
+    notify(api, "43", "theirs")
+    answer = api.get("/api/user/notifications", headers=user_token("42", clock))
+    assert answer.status_code == 200 and answer.json["total"] == 2
+    assert {n["data"]["invoice_id"] for n in answer.json["items"]} == {"mine", "mine-failed"}
+    first = answer.json["items"][0]
+    assert first["user_id"] == "42" and first["data"]["amount"] == "0.02"
+    assert first["delivery_status"] == "pending"
+    only = api.get("/api/user/notifications?type=payment_failed", headers=user_token("42", clock))
+    assert [n["data"]["invoice_id"] for n in only.json["items"]] == ["mine-failed"]
+    sneaky = api.get("/api/user/notifications?user_id=43", headers=user_token("42", clock))
+    assert {n["user_id"] for n in sneaky.json["items"]} == {"42"}  # the token decides
+
+
+def test_user_tokens_must_be_valid_signed_and_unexpired(api: Any, clock: Clock) -> None:
+    create(api, user_id="42")
+    expired = user_token("42", clock, ttl=timedelta(seconds=-1))
+    no_exp = jwt.encode({"sub": "42"}, USER_SECRET, algorithm="HS256")
+    other_secret = "not-the-secret-but-also-32-bytes-long"
+    wrong_key = jwt.encode({"sub": "42", "exp": 4102444800}, other_secret, algorithm="HS256")
+    none_alg = jwt.encode({"sub": "42", "exp": 4102444800}, None, algorithm="none")
+    bad_sub = jwt.encode({"sub": "a b", "exp": 4102444800}, USER_SECRET, algorithm="HS256")
+    for headers in (
+        {},
+        expired,
+        {"Authorization": f"Bearer {no_exp}"},
+        {"Authorization": f"Bearer {wrong_key}"},
+        {"Authorization": f"Bearer {none_alg}"},
+        {"Authorization": f"Bearer {bad_sub}"},
+        {"Authorization": "Bearer not.a.jwt"},
+        api.admin,
+    ):
+        answer = api.get("/api/user/notifications", headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json["error"]["code"] in ("unauthorized", "invalid_token")

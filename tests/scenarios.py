@@ -1,0 +1,55 @@
+"""Arranging billing states through the public service functions (rates, usage, closes), shared
+by the integration, job and API tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.closing import close_periods
+from billing.config import BillingDefaults
+from billing.rate_sheets import add_rates, parse_sheet
+from billing.usage import ingest_usage, validate_events
+from ledger.db import run_in_transaction, unit_of_work
+
+SAMPLE_RATES = Path(__file__).resolve().parents[1] / "examples" / "rates.csv"
+DEFAULTS = BillingDefaults()
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def load_rates(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), at(2026, 1, 1))
+    return sessions
+
+
+def post(sessions: sessionmaker[Session], now: datetime, *events: dict[str, Any]) -> None:
+    validated = validate_events(list(events))
+    run_in_transaction(sessions, lambda s: ingest_usage(s, validated, now, DEFAULTS), attempts=10)
+
+
+def sms(message_id: str, sent_at: datetime, user: str = "42", **extra: Any) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "user_id": user,
+        "destination": "+447400123456",
+        "segments": 1,
+        "sent_at": sent_at.isoformat(),
+        **extra,
+    }
+
+
+def close(sessions: sessionmaker[Session], frequency: str, now: datetime, **kw: Any) -> Any:
+    return run_in_transaction(sessions, lambda s: close_periods(s, frequency, now, DEFAULTS, **kw))
+
+
+def rows(sessions: sessionmaker[Session], table: sa.Table, *where: Any) -> list[Any]:
+    with unit_of_work(sessions) as session:
+        return session.execute(sa.select(table).where(*where)).all()
