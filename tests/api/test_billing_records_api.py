@@ -11,9 +11,14 @@ import pytest
 import sqlalchemy as sa
 
 from billing.config import Config
+from billing.customers import update_customer
 from billing.rate_sheets import add_rates, parse_sheet
 from billing.settings import put_settings
+from billing.sippy.client import SippyClient
+from billing.sippy.simulator import start_simulator
 from billing.tables import invoices, outbox
+from jobs import context
+from jobs.payments import dispatch_charges
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
@@ -209,3 +214,38 @@ def test_processing_now_approves_and_queues_the_charge(admin: Any) -> None:
         assert (
             f"charge:{manual['id']}:1" in session.execute(sa.select(outbox.c.key)).scalars().all()
         )
+
+
+def test_processing_now_charges_in_sippy_and_the_record_shows_the_attempt(admin: Any) -> None:
+    """As in the embedded mode: the action's commit wakes the charge dispatch at once."""
+    state = admin.app.extensions["smsledger"]
+    sim = start_simulator(clock=state.clock)
+    try:
+        context.configure(
+            context.JobContext(
+                state.sessions,
+                state.clock,
+                state.config.billing,
+                gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5),
+            )
+        )
+        state.extras["dispatch_charges"] = dispatch_charges
+        manual = admin.invoice_of("manual")
+        with unit_of_work(admin.sessions) as session:
+            update_customer(session, "manual", state.clock(), sippy_account_id="1001")
+        assert admin.post({"billingId": manual["id"]}).status_code == 200
+        detail = admin.get(f"/{manual['id']}").json
+        assert detail["status"] == "paid" and detail["next_retry_at"] is None
+        (attempt,) = detail["payment_attempts"]
+        assert attempt["status"] == "accepted" and attempt["amount"] == "0.01"
+        assert attempt["reference"] == f"smsledger:{manual['id']}:{attempt['id']}"
+        assert "settlement" in {t["kind"] for t in detail["transfers"]}
+        (payment,) = sim.state.payments(1001)
+        assert payment["notes"] == attempt["reference"]
+        # The customer "42" had no Sippy account: an admin-visible failure, not a crash.
+        failed = admin.get("?status=failed").json["items"]
+        assert [r["user_id"] for r in failed] == ["42"]
+        assert failed[0]["last_error"].startswith("no_sippy_account")
+    finally:
+        sim.stop()
+        state.extras.pop("dispatch_charges")

@@ -84,3 +84,28 @@ def test_db_upgrade_brings_an_empty_database_to_the_latest_revision(
     with admin.connect() as connection:
         connection.exec_driver_sql("DROP DATABASE cli_upgrade WITH (FORCE)")
     admin.dispose()
+
+
+def test_token_mints_a_user_token_the_api_accepts(pg_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from billing.config import Config
+    from tests.conftest import Clock, build_app
+
+    secret = "a-user-token-secret-of-32-bytes-or-more"
+    app, _ = build_app(
+        pg_url, Clock(datetime.now(UTC)), Config(database_url=pg_url, user_token_secret=secret)
+    )
+    result = app.test_cli_runner().invoke(args=["token", "--user-id", "42"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    answer = app.test_client().get(
+        "/api/user/notifications", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200 and answer.json["total"] == 0
+    bad = app.test_cli_runner().invoke(args=["token", "--user-id", "no spaces"])
+    assert bad.exit_code == 2
+    app.extensions["smsledger"].engine.dispose()
+    unset, _ = build_app(pg_url, Clock())
+    assert unset.test_cli_runner().invoke(args=["token", "--user-id", "42"]).exit_code == 2
+    unset.extensions["smsledger"].engine.dispose()

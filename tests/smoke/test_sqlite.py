@@ -222,3 +222,48 @@ def test_a_daily_close_works_on_sqlite(sqlite_url: str) -> None:
         assert account_balance(session, "customer:42:unbilled").balance == 0
         assert check_ledger(session) == []
     engine.dispose()
+
+
+def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) -> None:
+    """One tick of the in-process scheduler: the daily close, then the charge through the
+    simulator, then the "invoice issued"/"paid" notifications kept for the user."""
+    from datetime import UTC, datetime
+
+    from billing.config import BillingDefaults
+    from billing.customers import create_customer
+    from billing.rate_sheets import add_rates, parse_sheet
+    from billing.sippy.client import SippyClient
+    from billing.sippy.simulator import start_simulator
+    from billing.tables import invoices, notifications
+    from billing.usage import ingest_usage, validate_events
+    from jobs import context
+    from jobs.embedded import EmbeddedScheduler
+
+    sessions = make_session_factory(make_engine(sqlite_url))
+    now = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)
+    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
+    event = {
+        "message_id": "m1",
+        "user_id": "42",
+        "destination": "+447400123456",
+        "segments": 1,
+        "sent_at": "2026-11-23T10:00:00Z",
+    }
+    with unit_of_work(sessions) as session:
+        add_rates(session, parse_sheet(sheet.read_text()), now)
+        create_customer(session, "42", "USD", now, sippy_account_id="1001")
+        ingest_usage(session, validate_events([event]), now, BillingDefaults())
+    sim = start_simulator(clock=lambda: now)
+    try:
+        gateway = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
+        context.configure(
+            context.JobContext(sessions, lambda: now, BillingDefaults(), gateway=gateway)
+        )
+        EmbeddedScheduler(lambda: now).tick()
+        with unit_of_work(sessions) as session:
+            status = session.execute(sa.select(invoices.c.status)).scalar_one()
+            kinds = session.execute(sa.select(notifications.c.kind)).scalars().all()
+        assert status == "paid" and sorted(kinds) == ["invoice_issued", "invoice_paid"]
+        assert len(sim.state.payments(1001)) == 1
+    finally:
+        sim.stop()
