@@ -13,7 +13,7 @@ from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.ledger import TransferOut, present_transfer
 from api.runtime import dispatch_charges_now, now, runtime, transaction
-from api.schemas import PageQuery, page_of
+from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
 from billing.invoices import (
     ACTIONS,
@@ -147,25 +147,20 @@ def present_record(row: Any) -> dict[str, Any]:
 @blp.response(200, RecordPageOut)
 def list_records(query: dict[str, Any]) -> dict[str, Any]:
     """Invoices, newest first, filtered by status, user, billed period and frequency."""
-    page, per_page = query["page"], query["per_page"]
-    result = transaction(
-        lambda s: list_invoices(
+    return paged(
+        query,
+        lambda s, limit, offset: list_invoices(
             s,
             status=query.get("status"),
             user_id=query.get("user_id"),
             start=query.get("start"),
             end=query.get("end"),
             frequency=query.get("frequency"),
-            limit=per_page,
-            offset=(page - 1) * per_page,
-        )
+            limit=limit,
+            offset=offset,
+        ),
+        present_record,
     )
-    return {
-        "items": [present_record(row) for row in result.items],
-        "page": page,
-        "per_page": per_page,
-        "total": result.total,
-    }
 
 
 @blp.route("/<uuid:billing_id>", methods=["GET"])

@@ -11,7 +11,7 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import time_text
 from api.runtime import now, runtime, transaction
-from api.schemas import PageQuery, page_of
+from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
 from billing.currency import validate_currency
 from billing.customers import (
@@ -82,23 +82,18 @@ def present_customer(customer: Customer) -> dict[str, Any]:
 def list_all(query: dict[str, Any]) -> dict[str, Any]:
     """Customers by user id; filters: status, `q` (user id or name fragment),
     `has_sippy_account`."""
-    page, per_page = query["page"], query["per_page"]
-    result = transaction(
-        lambda s: list_customers(
+    return paged(
+        query,
+        lambda s, limit, offset: list_customers(
             s,
             status=query.get("status"),
             search=query.get("q"),
             has_sippy_account=query.get("has_sippy_account"),
-            limit=per_page,
-            offset=(page - 1) * per_page,
-        )
+            limit=limit,
+            offset=offset,
+        ),
+        present_customer,
     )
-    return {
-        "items": [present_customer(c) for c in result.items],
-        "page": page,
-        "per_page": per_page,
-        "total": result.total,
-    }
 
 
 @blp.route("", methods=["POST"])

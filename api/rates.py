@@ -8,14 +8,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
-from sqlalchemy.orm import Session
 
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.runtime import now, transaction
-from api.schemas import PageQuery, page_of
+from api.schemas import PageQuery, page_of, paged
 from billing.errors import InvalidRate
+from billing.paging import fetch_page
 from billing.rate_sheets import COLUMNS, add_rates, parse_rate
 from billing.tables import rates
 
@@ -107,28 +107,12 @@ def list_rates(query: dict[str, Any]) -> dict[str, Any]:
                 sa.or_(newer.c.valid_to.is_(None), newer.c.valid_to > active_at),
             )
         )
-    page, per_page = query["page"], query["per_page"]
-
-    def read(session: Session) -> tuple[int, list[Any]]:
-        total = session.execute(
-            sa.select(sa.func.count()).select_from(rates).where(*filters)
-        ).scalar_one()
-        rows = session.execute(
-            sa.select(rates)
-            .where(*filters)
-            .order_by(rates.c.plan, rates.c.prefix, rates.c.currency, rates.c.valid_from)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        ).all()
-        return int(total), rows
-
-    total, rows = transaction(read)
-    return {
-        "items": [_present(r) for r in rows],
-        "page": page,
-        "per_page": per_page,
-        "total": total,
-    }
+    order = [rates.c.plan, rates.c.prefix, rates.c.currency, rates.c.valid_from]
+    return paged(
+        query,
+        lambda s, limit, offset: fetch_page(s, rates, filters, order, limit, offset),
+        _present,
+    )
 
 
 @blp.route("", methods=["POST"])

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from marshmallow import Schema, fields, validate
+from sqlalchemy.orm import Session
+
+from api.runtime import transaction
+from billing.paging import Page
 
 MAX_PER_PAGE = 500
 
@@ -33,3 +40,20 @@ def page_of(item: type[Schema], name: str) -> type[Schema]:
         },
         name=name,
     )
+
+
+def paged(
+    query: dict[str, Any],
+    load: Callable[[Session, int, int], Page],
+    present: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page as every listing answers it: `load(session, limit, offset)` in this request's
+    unit of work, each item shown by `present`."""
+    page, per_page = query["page"], query["per_page"]
+    result = transaction(lambda session: load(session, per_page, (page - 1) * per_page))
+    return {
+        "items": [present(item) for item in result.items],
+        "page": page,
+        "per_page": per_page,
+        "total": result.total,
+    }

@@ -9,8 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import requires_user
 from api.blueprint import Blueprint
-from api.runtime import transaction
-from api.schemas import PageQuery, page_of
+from api.schemas import PageQuery, page_of, paged
 from billing.notifications import KINDS, notifications_of, public_notification
 
 blp = Blueprint("user", __name__, url_prefix="/api/user", description="End users")
@@ -41,16 +40,8 @@ NotificationPageOut = page_of(NotificationOut, "NotificationPageOut")
 def notifications(query: dict[str, Any], user_id: str) -> dict[str, Any]:
     """The user's notifications, newest first (approaching threshold, invoice issued, invoice
     paid, payment failed)."""
-    page, per_page = query["page"], query["per_page"]
-    result = transaction(
-        lambda s: notifications_of(s, user_id, query.get("type"), per_page, (page - 1) * per_page)
+    return paged(
+        query,
+        lambda s, limit, offset: notifications_of(s, user_id, query.get("type"), limit, offset),
+        lambda row: {**public_notification(row), "delivery_status": row.delivery_status},
     )
-    return {
-        "items": [
-            {**public_notification(row), "delivery_status": row.delivery_status}
-            for row in result.items
-        ],
-        "page": page,
-        "per_page": per_page,
-        "total": result.total,
-    }

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -69,11 +69,22 @@ def billed_customer(
     return uuid.UUID(str(invoice.id))
 
 
+class World(NamedTuple):
+    sessions: sessionmaker[Session]
+    sim: SimulatorHandle
+    client: SippyClient
+    invoice_id: uuid.UUID
+    clock: Clock
+
+
 @pytest.fixture
-def invoice_id(sessions: sessionmaker[Session], clock: Clock) -> uuid.UUID:
+def world(
+    sessions: sessionmaker[Session], sim: SimulatorHandle, client: SippyClient, clock: Clock
+) -> World:
+    """One customer (Sippy account 1001) with one pending invoice of 0.02 USD, due now."""
     load_rates(sessions)
     clock.now = CLOSED_AT
-    return billed_customer(sessions)
+    return World(sessions, sim, client, billed_customer(sessions), clock)
 
 
 def charge(
@@ -130,13 +141,8 @@ def assert_paid_once(
         assert check_ledger(session) == []
 
 
-def test_an_accepted_charge_settles_the_invoice_once(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-) -> None:
+def test_an_accepted_charge_settles_the_invoice_once(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
     assert charge(sessions, client, invoice_id, clock) == "paid"
     assert_paid_once(sessions, sim, invoice_id)
     assert sim.state.balance(1001) == Decimal("99.98")
@@ -149,13 +155,8 @@ def test_an_accepted_charge_settles_the_invoice_once(
     assert_paid_once(sessions, sim, invoice_id)
 
 
-def test_a_terminal_decline_fails_the_invoice_without_a_retry(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-) -> None:
+def test_a_terminal_decline_fails_the_invoice_without_a_retry(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.put_account(
         {"i_account": 1001, "username": "poor", "currency": "USD", "balance": "0.01",
          "credit_limit": "0"}
@@ -174,12 +175,9 @@ def test_a_terminal_decline_fails_the_invoice_without_a_retry(
 
 
 def test_a_retryable_fault_is_retried_on_the_backoff_schedule_then_left_failed(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
+    world: World,
 ) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(
         method="accountDebit", kind="fault", count=10, fault_code=500, fault_string="busy"
     )
@@ -196,13 +194,8 @@ def test_a_retryable_fault_is_retried_on_the_backoff_schedule_then_left_failed(
     assert debits_for(sim, invoice_id) == []
 
 
-def test_a_retry_after_a_temporary_fault_pays(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-) -> None:
+def test_a_retry_after_a_temporary_fault_pays(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="*", kind="fault", count=1, fault_code=500, fault_string="x")
     assert charge(sessions, client, invoice_id, clock) == "failed"
     assert due_charges_at(sessions, clock.now + timedelta(minutes=59)) == []
@@ -218,12 +211,9 @@ def due_charges_at(sessions: sessionmaker[Session], now: datetime) -> list[uuid.
 
 
 def test_a_timeout_after_the_charge_applied_is_settled_by_lookup_never_charged_again(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
+    world: World,
 ) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="accountDebit", kind="timeout_after_apply", delay_s=1.5)
     assert charge(sessions, client, invoice_id, clock) == "unknown"
     invoice = invoice_of(sessions, invoice_id)
@@ -239,13 +229,8 @@ def test_a_timeout_after_the_charge_applied_is_settled_by_lookup_never_charged_a
     assert attempt.sippy_payment_id == str(debits_for(sim, invoice_id)[0]["i_payment"])
 
 
-def test_a_slow_answer_that_applies_after_the_timeout_is_found_by_lookup(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-) -> None:
+def test_a_slow_answer_that_applies_after_the_timeout_is_found_by_lookup(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="accountDebit", kind="slow", delay_s=1.0)
     assert charge(sessions, client, invoice_id, clock) == "unknown"
     deadline = time.monotonic() + 5
@@ -257,14 +242,8 @@ def test_a_slow_answer_that_applies_after_the_timeout_is_found_by_lookup(
 
 
 @pytest.mark.parametrize("kind", ["reset", "http_5xx"])
-def test_a_charge_lost_in_transport_is_looked_up_then_retried_once(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-    kind: str,
-) -> None:
+def test_a_charge_lost_in_transport_is_looked_up_then_retried_once(world: World, kind: str) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="accountDebit", kind=kind)
     assert charge(sessions, client, invoice_id, clock) == "unknown"
     clock.now += POLICY.in_flight_grace
@@ -277,13 +256,8 @@ def test_a_charge_lost_in_transport_is_looked_up_then_retried_once(
     assert_paid_once(sessions, sim, invoice_id)
 
 
-def test_a_lookup_that_cannot_reach_sippy_leaves_the_attempt_open(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
-) -> None:
+def test_a_lookup_that_cannot_reach_sippy_leaves_the_attempt_open(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="accountDebit", kind="timeout_after_apply", delay_s=1.5)
     assert charge(sessions, client, invoice_id, clock) == "unknown"
     sim.state.inject_fault(method="getPaymentsList", kind="http_5xx")
@@ -295,11 +269,9 @@ def test_a_lookup_that_cannot_reach_sippy_leaves_the_attempt_open(
 
 
 def test_wrong_credentials_are_an_operator_error_not_retried_not_told_to_the_user(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    invoice_id: uuid.UUID,
-    clock: Clock,
+    world: World,
 ) -> None:
+    sessions, sim, _, invoice_id, clock = world
     wrong = SippyClient(sim.xmlapi_url, "smsledger", "wrong", timeout_s=2)
     assert charge(sessions, wrong, invoice_id, clock) == "failed"
     invoice = invoice_of(sessions, invoice_id)
@@ -342,12 +314,9 @@ class DiesAfterCharging:
 
 
 def test_a_worker_killed_between_the_charge_and_the_settlement_settles_once_on_rerun(
-    sessions: sessionmaker[Session],
-    sim: SimulatorHandle,
-    client: SippyClient,
-    invoice_id: uuid.UUID,
-    clock: Clock,
+    world: World,
 ) -> None:
+    sessions, sim, client, invoice_id, clock = world
     with pytest.raises(WorkerKilled):
         charge(sessions, DiesAfterCharging(client), invoice_id, clock)
     assert [a.status for a in attempts_of(sessions, invoice_id)] == ["started"]
