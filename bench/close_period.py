@@ -44,7 +44,12 @@ SELECT u, u, 'usage', 'bench-' || g, 0, md5(g::text), c.account_id, :revenue,
                           'prefix', CASE WHEN g % 5 = 0 THEN '1' ELSE '4474' END,
                           'segments', 1 + g % 3, 'rate_id', 1, 'unit_price', 7000,
                           'priced_by', 'rate')
-FROM (SELECT gen_random_uuid() AS u, g FROM generate_series(1, :transfers) g) s
+FROM (SELECT g,
+             -- Shaped like the ledger's ids: UUIDv7, the posting time's milliseconds first
+             -- (PostgreSQL 15 has no uuidv7()); rows arrive in posting order, as in production.
+             (lpad(to_hex(((extract(epoch FROM :day) + g % 86400 + 1) * 1000)::bigint), 12, '0')
+              || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid AS u
+      FROM generate_series(1, :transfers) g ORDER BY g % 86400, g) s
 JOIN bench_customers c ON c.n = s.g % :customers;
 UPDATE balances b SET debits = b.debits + s.total
   FROM (SELECT debit_account_id, sum(amount) AS total FROM transfers GROUP BY 1) s
@@ -57,8 +62,11 @@ UPDATE usage_counters u SET unbilled_messages = s.messages, unbilled_segments = 
                sum((metadata->>'segments')::int) AS segments, min(effective_at) AS oldest
         FROM transfers GROUP BY 1) s
   WHERE u.customer_id = s.customer;
-ANALYZE;
 """
+# In production the day's usage was posted over the day: autovacuum (insert-triggered since
+# PostgreSQL 13) has set its hint bits and visibility map, and checkpoints have written it out,
+# long before the 02:00 close. The bench puts the table in that state before timing.
+SETTLE = ("VACUUM (ANALYZE)", "CHECKPOINT")
 
 
 def main() -> None:
@@ -87,6 +95,10 @@ def main() -> None:
                             "customers": args.customers,
                         },
                     )
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in SETTLE:
+                connection.exec_driver_sql(statement)
         load_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

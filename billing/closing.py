@@ -42,7 +42,8 @@ from billing.tables import (
     outbox,
     usage_counters,
 )
-from ledger.accounts import find_accounts, insert_ignoring_conflicts
+from ledger.accounts import find_accounts
+from ledger.bulk import BULK_MIN_ROWS, array_text, insert_rows
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entries
 from ledger.tables import UtcDateTime, balances, transfers
@@ -77,6 +78,8 @@ class CloseSummary:
 
 @dataclass(frozen=True, slots=True)
 class _Due:
+    # Assigned before the usage is read, so one pass can tag every billed row with it.
+    invoice_id: uuid.UUID
     customer_id: str
     currency: str
     unbilled_account: int
@@ -112,11 +115,11 @@ def close_periods(
     if not due:
         return summary
     _lock_unbilled(session, [d.unbilled_account for d in due])
+    _give_memory(session)
     _stage_due(session, due)
     remaining = _later_usage(session)
-    _stage(session, due)
-    totals = _usage_totals(session, due)
-    rate_ids = _rate_ids(session, due)
+    _stage_lines(session)
+    totals, rate_ids = _usage_totals(session, due)
     rows: list[dict[str, Any]] = []
     for item in due:
         messages, segments, usage = totals.get(item.customer_id, (0, 0, 0))
@@ -126,7 +129,7 @@ def close_periods(
         amount = round_half_up(usage, item.currency)
         rows.append(
             {
-                "id": uuid6.uuid7(),
+                "id": item.invoice_id,
                 "customer_id": item.customer_id,
                 "status": "pending",
                 "frequency": frequency,
@@ -150,10 +153,10 @@ def close_periods(
     if not rows:
         _unstage(session)
         return summary
-    session.execute(sa.insert(invoices), rows)
+    insert_rows(session, invoices, rows)
     by_customer = {row["customer_id"]: row for row in rows}
     billed = [d for d in due if d.customer_id in by_customer]
-    _record_billed_usage(session, billed, by_customer)
+    _record_billed_usage(session)
     _write_lines(session)
     _post_transfers(session, rows, now)
     _move_counters(session, billed, by_customer, remaining)
@@ -216,6 +219,7 @@ def _due_customers(
             continue
         due.append(
             _Due(
+                uuid6.uuid7(),
                 row.user_id,
                 row.currency,
                 accounts[unbilled_code(row.user_id)].id,
@@ -226,6 +230,18 @@ def _due_customers(
             )
         )
     return due
+
+
+# A close sorts or hashes the period's usage (a million rows for 10,000 customers): with the
+# default 4 MB it spilled 240 MB to disk and took 1.6 s longer (measured, bench.close_period).
+CLOSE_WORK_MEM = "256MB"
+
+
+def _give_memory(session: Session) -> None:
+    """Raise `work_mem` for this transaction only (PostgreSQL; `SET LOCAL` ends with it)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{CLOSE_WORK_MEM}'")
 
 
 def _serve_requests(session: Session, customer_ids: list[str], now: datetime) -> None:
@@ -253,91 +269,121 @@ def _lock_unbilled(session: Session, account_ids: list[int]) -> None:
 _usage = transfers.alias("usage")
 
 
-# The close reads the period's usage once, into a session-local table of narrow rows (JSON
-# fields extracted once); totals, rate versions, billed-usage links and lines all come from it.
+# The due customers, with their bounds and their invoice's id, in a session-local table the
+# usage is joined to: the planner then chooses one pass over the period (or index scans for a
+# few customers) instead of one scan per chunk of an IN list.
 _stage_metadata = sa.MetaData()
-_STAGE = sa.Table(
-    "close_stage",
-    _stage_metadata,
-    sa.Column("transfer_id", sa.Uuid),
-    sa.Column("account_id", sa.BigInteger),
-    sa.Column("amount", sa.BigInteger),
-    sa.Column("messages", sa.BigInteger),
-    sa.Column("segments", sa.BigInteger),
-    sa.Column("country", sa.String(2)),
-    sa.Column("prefix", sa.String(15)),
-    sa.Column("rate_id", sa.BigInteger),
-    prefixes=["TEMPORARY"],
-)
 _STAGE_DUE = sa.Table(
     "close_stage_due",
     _stage_metadata,
     sa.Column("account_id", sa.BigInteger),
+    sa.Column("customer_id", sa.String(64)),
     sa.Column("oldest", UtcDateTime),
     sa.Column("period_end", UtcDateTime),
-    prefixes=["TEMPORARY"],
-)
-_STAGE_INVOICES = sa.Table(
-    "close_stage_invoices",
-    _stage_metadata,
-    sa.Column("account_id", sa.BigInteger),
     sa.Column("invoice_id", sa.Uuid),
+    # Whether any of the customer's usage in the window can be billed already (an invoice of
+    # theirs ends after `oldest`: late usage) or reversed (a reversal credits their unbilled
+    # account). Usually neither: the per-row checks are then skipped, not planned as
+    # anti-joins that sort the whole period (measured: 1.6 s of 1,000,000 rows).
+    sa.Column("check_billed", sa.Boolean),
+    sa.Column("check_reversed", sa.Boolean),
+    prefixes=["TEMPORARY"],
+)
+# The period's usage totalled per invoice, country, prefix and rate version: one pass over the
+# usage (its JSON fields read once) gives the totals, the rate versions and the lines.
+_STAGE_LINES = sa.Table(
+    "close_stage_lines",
+    _stage_metadata,
+    sa.Column("invoice_id", sa.Uuid),
+    sa.Column("account_id", sa.BigInteger),
+    sa.Column("country", sa.String(2)),
+    sa.Column("prefix", sa.String(15)),
+    sa.Column("rate_id", sa.BigInteger),
+    sa.Column("messages", sa.BigInteger),
+    sa.Column("segments", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger),
     prefixes=["TEMPORARY"],
 )
 
 
-def _stage(session: Session, due: list[_Due]) -> None:
-    """Read the billable usage of all due customers in one statement: the due accounts with
-    their own bounds go into a session-local table and the usage is joined to it, so the
-    planner chooses one pass over the period (or index scans for a few customers) instead of
-    one scan per chunk of an IN list."""
-    connection = session.connection()
-    _STAGE.create(connection)
-    _STAGE_INVOICES.create(connection)
-    connection.execute(
-        sa.insert(_STAGE).from_select(
-            [
-                "transfer_id",
-                "account_id",
-                "amount",
-                "messages",
-                "segments",
-                "country",
-                "prefix",
-                "rate_id",
-            ],
-            sa.select(
-                _usage.c.id,
-                _usage.c.debit_account_id,
-                _usage.c.amount,
-                # One SMS per usage transfer, unless it carries an aggregate (opening usage).
-                sa.func.coalesce(_usage.c.metadata["messages"].as_integer(), 1),
-                _usage.c.metadata["segments"].as_integer(),
-                _usage.c.metadata["country"].as_string(),
-                _usage.c.metadata["prefix"].as_string(),
-                _usage.c.metadata["rate_id"].as_integer(),
-            )
-            .join(_STAGE_DUE, _STAGE_DUE.c.account_id == _usage.c.debit_account_id)
-            .where(
-                _usage.c.kind == Kind.USAGE.value,
-                _usage.c.effective_at >= _STAGE_DUE.c.oldest,
-                _usage.c.effective_at < _STAGE_DUE.c.period_end,
+def _billable(*columns: Any) -> sa.Select[Any]:
+    """The billable usage of the due customers: in their period, not billed yet, not reversed.
+    The lines and the billed-usage links both read exactly this set (the customers' unbilled
+    balance rows are locked, so no usage of theirs can appear or be reversed in between)."""
+    return (
+        sa.select(*columns)
+        .select_from(_usage)
+        .join(_STAGE_DUE, _STAGE_DUE.c.account_id == _usage.c.debit_account_id)
+        .where(
+            _usage.c.kind == Kind.USAGE.value,
+            _usage.c.effective_at >= _STAGE_DUE.c.oldest,
+            _usage.c.effective_at < _STAGE_DUE.c.period_end,
+            sa.or_(
+                ~_STAGE_DUE.c.check_billed,
                 ~sa.exists().where(invoice_usage.c.transfer_id == _usage.c.id),
+            ),
+            sa.or_(
+                ~_STAGE_DUE.c.check_reversed,
                 ~sa.exists().where(transfers.c.reverses_id == _usage.c.id),
             ),
         )
     )
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("ANALYZE close_stage")
+
+
+def _stage_lines(session: Session) -> None:
+    connection = session.connection()
+    _STAGE_LINES.create(connection)
+    country = _usage.c.metadata["country"].as_string()
+    prefix = _usage.c.metadata["prefix"].as_string()
+    rate_id = _usage.c.metadata["rate_id"].as_integer()
+    connection.execute(
+        sa.insert(_STAGE_LINES).from_select(
+            [c.name for c in _STAGE_LINES.columns],
+            _billable(
+                _STAGE_DUE.c.invoice_id,
+                _STAGE_DUE.c.account_id,
+                country,
+                prefix,
+                rate_id,
+                # One SMS per usage transfer, unless it carries an aggregate (opening usage).
+                sa.func.sum(sa.func.coalesce(_usage.c.metadata["messages"].as_integer(), 1)),
+                sa.func.sum(_usage.c.metadata["segments"].as_integer()),
+                sa.func.sum(_usage.c.amount),
+            ).group_by(_STAGE_DUE.c.invoice_id, _STAGE_DUE.c.account_id, country, prefix, rate_id),
+        )
+    )
 
 
 def _stage_due(session: Session, due: list[_Due]) -> None:
     connection = session.connection()
     _unstage(session)
     _STAGE_DUE.create(connection)
+    insert_rows(
+        session,
+        _STAGE_DUE,
+        [
+            {
+                "account_id": d.unbilled_account,
+                "customer_id": d.customer_id,
+                "oldest": d.oldest,
+                "period_end": d.end,
+                "invoice_id": d.invoice_id,
+                "check_billed": True,
+                "check_reversed": True,
+            }
+            for d in due
+        ],
+    )
+    billed_before = sa.exists().where(
+        invoices.c.customer_id == _STAGE_DUE.c.customer_id,
+        invoices.c.period_end > _STAGE_DUE.c.oldest,
+    )
+    reversed_before = sa.exists().where(
+        transfers.c.credit_account_id == _STAGE_DUE.c.account_id,
+        transfers.c.kind == Kind.REVERSAL.value,
+    )
     connection.execute(
-        sa.insert(_STAGE_DUE),
-        [{"account_id": d.unbilled_account, "oldest": d.oldest, "period_end": d.end} for d in due],
+        sa.update(_STAGE_DUE).values(check_billed=billed_before, check_reversed=reversed_before)
     )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ANALYZE close_stage_due")
@@ -345,56 +391,34 @@ def _stage_due(session: Session, due: list[_Due]) -> None:
 
 def _unstage(session: Session) -> None:
     connection = session.connection()
-    for table in (_STAGE_INVOICES, _STAGE, _STAGE_DUE):
+    for table in (_STAGE_LINES, _STAGE_DUE):
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
 
 
-def _usage_totals(session: Session, due: list[_Due]) -> dict[str, tuple[int, int, int]]:
+def _usage_totals(
+    session: Session, due: list[_Due]
+) -> tuple[dict[str, tuple[int, int, int]], dict[str, set[int]]]:
+    """Per customer: (messages, segments, amount) of the staged usage, and its rate versions."""
     customer_of = {d.unbilled_account: d.customer_id for d in due}
-    rows = session.execute(
-        sa.select(
-            _STAGE.c.account_id,
-            sa.func.sum(_STAGE.c.messages),
-            sa.func.sum(_STAGE.c.segments),
-            sa.func.sum(_STAGE.c.amount),
-        ).group_by(_STAGE.c.account_id)
-    ).all()
-    return {
-        customer_of[account]: (int(messages), int(segments or 0), int(amount))
-        for account, messages, segments, amount in rows
-    }
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    rate_ids: dict[str, set[int]] = defaultdict(set)
+    for line in session.execute(sa.select(_STAGE_LINES)).all():
+        customer = customer_of[line.account_id]
+        total = totals[customer]
+        total[0] += int(line.messages)
+        total[1] += int(line.segments or 0)
+        total[2] += int(line.amount)
+        if line.rate_id is not None:
+            rate_ids[customer].add(int(line.rate_id))
+    return {c: (m, g, a) for c, (m, g, a) in totals.items()}, rate_ids
 
 
-def _rate_ids(session: Session, due: list[_Due]) -> dict[str, set[int]]:
-    customer_of = {d.unbilled_account: d.customer_id for d in due}
-    found: dict[str, set[int]] = defaultdict(set)
-    rows = session.execute(
-        sa.select(_STAGE.c.account_id, _STAGE.c.rate_id)
-        .where(_STAGE.c.rate_id.is_not(None))
-        .distinct()
-    ).all()
-    for account, rate in rows:
-        found[customer_of[account]].add(int(rate))
-    return found
-
-
-def _record_billed_usage(
-    session: Session, billed: list[_Due], by_customer: Mapping[str, Mapping[str, Any]]
-) -> None:
-    """Link each staged usage transfer to its customer's new invoice."""
-    session.execute(
-        sa.insert(_STAGE_INVOICES),
-        [
-            {"account_id": d.unbilled_account, "invoice_id": by_customer[d.customer_id]["id"]}
-            for d in billed
-        ],
-    )
+def _record_billed_usage(session: Session) -> None:
+    """Link each billable usage transfer to its customer's new invoice (the same set the lines
+    were totalled from)."""
     session.execute(
         sa.insert(invoice_usage).from_select(
-            ["transfer_id", "invoice_id"],
-            sa.select(_STAGE.c.transfer_id, _STAGE_INVOICES.c.invoice_id).join(
-                _STAGE_INVOICES, _STAGE_INVOICES.c.account_id == _STAGE.c.account_id
-            ),
+            ["transfer_id", "invoice_id"], _billable(_usage.c.id, _STAGE_DUE.c.invoice_id)
         )
     )
 
@@ -404,15 +428,13 @@ def _write_lines(session: Session) -> None:
         sa.insert(invoice_lines).from_select(
             ["invoice_id", "country", "prefix", "messages", "segments", "amount_micros"],
             sa.select(
-                _STAGE_INVOICES.c.invoice_id,
-                _STAGE.c.country,
-                _STAGE.c.prefix,
-                sa.func.sum(_STAGE.c.messages),
-                sa.func.sum(_STAGE.c.segments),
-                sa.func.sum(_STAGE.c.amount),
-            )
-            .join(_STAGE_INVOICES, _STAGE_INVOICES.c.account_id == _STAGE.c.account_id)
-            .group_by(_STAGE_INVOICES.c.invoice_id, _STAGE.c.country, _STAGE.c.prefix),
+                _STAGE_LINES.c.invoice_id,
+                _STAGE_LINES.c.country,
+                _STAGE_LINES.c.prefix,
+                sa.func.sum(_STAGE_LINES.c.messages),
+                sa.func.sum(_STAGE_LINES.c.segments),
+                sa.func.sum(_STAGE_LINES.c.amount),
+            ).group_by(_STAGE_LINES.c.invoice_id, _STAGE_LINES.c.country, _STAGE_LINES.c.prefix),
         )
     )
 
@@ -478,6 +500,22 @@ def _move_counters(
 ) -> None:
     """Take the billed messages off the counters and move `oldest_unbilled_at` past the
     period: everything before its end is now billed (or reversed, never billable)."""
+    moves = [
+        {
+            "customer": d.customer_id,
+            "messages": by_customer[d.customer_id]["message_count"],
+            "billed_segments": by_customer[d.customer_id]["segments"],
+            "oldest": remaining.get(d.unbilled_account),
+        }
+        for d in sorted(billed, key=lambda d: d.customer_id)
+    ]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and len(moves) >= BULK_MIN_ROWS:
+        connection.exec_driver_sql(
+            _MOVE_COUNTERS_BULK,
+            {name: array_text(m[name] for m in moves) for name in moves[0]},
+        )
+        return
     session.execute(
         sa.update(usage_counters)
         .where(usage_counters.c.customer_id == sa.bindparam("customer"))
@@ -486,16 +524,19 @@ def _move_counters(
             unbilled_segments=usage_counters.c.unbilled_segments - sa.bindparam("billed_segments"),
             oldest_unbilled_at=sa.bindparam("oldest", type_=UtcDateTime),
         ),
-        [
-            {
-                "customer": d.customer_id,
-                "messages": by_customer[d.customer_id]["message_count"],
-                "billed_segments": by_customer[d.customer_id]["segments"],
-                "oldest": remaining.get(d.unbilled_account),
-            }
-            for d in sorted(billed, key=lambda d: d.customer_id)
-        ],
+        moves,
     )
+
+
+# One statement for many customers on PostgreSQL. No lock-order care needed: the close holds
+# these customers' unbilled balance locks, which every writer of a counter takes first.
+_MOVE_COUNTERS_BULK = (
+    "UPDATE usage_counters u SET unbilled_messages = u.unbilled_messages - m.messages,"
+    " unbilled_segments = u.unbilled_segments - m.billed_segments, oldest_unbilled_at = m.oldest"
+    " FROM unnest(%(customer)s::text[], %(messages)s::bigint[], %(billed_segments)s::bigint[],"
+    " %(oldest)s::timestamptz[]) AS m(customer, messages, billed_segments, oldest)"
+    " WHERE u.customer_id = m.customer"
+)
 
 
 def _charges_itself(settings: Settings) -> bool:
@@ -538,12 +579,6 @@ def _queue_follow_ups(
                     "created_at": now,
                 }
             )
-    if charges:
-        session.execute(
-            insert_ignoring_conflicts(session, outbox).on_conflict_do_nothing(
-                index_elements=["key"]
-            ),
-            charges,
-        )
+    insert_rows(session, outbox, charges, conflict=["key"])
     store_notifications(session, notes)
     return len(charges)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from billing.paging import Page, fetch_page
 from billing.tables import notifications
-from ledger.accounts import insert_ignoring_conflicts
+from ledger.bulk import insert_rows
 from ledger.money import format_micros
 
 KINDS = ("approaching_threshold", "invoice_issued", "invoice_paid", "payment_failed")
@@ -18,13 +18,7 @@ _MICROS = "_micros"
 
 def store_notifications(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert notification rows, skipping any whose `dedupe_key` is stored already."""
-    if rows:
-        session.execute(
-            insert_ignoring_conflicts(session, notifications).on_conflict_do_nothing(
-                index_elements=["dedupe_key"]
-            ),
-            rows,
-        )
+    insert_rows(session, notifications, rows, conflict=["dedupe_key"])
 
 
 def public_notification(row: Any) -> dict[str, Any]:

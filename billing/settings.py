@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +45,9 @@ class Settings:
     webhook_url: str | None = None
 
     def as_values(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a plain dict (a close records one per invoice: `asdict`'s deep copy
+        cost 0.1 ms each)."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Settings))

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ledger import db
 from ledger.accounts import find_accounts
-from ledger.bulk import BULK_MIN_ROWS, insert_transfers
+from ledger.bulk import BULK_MIN_ROWS, array_text, insert_transfers
 from ledger.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -363,10 +363,10 @@ def _move_balances(
         connection.exec_driver_sql(
             _ADD_TO_BALANCES_BULK,
             {
-                "accounts": [a for (a, _), _ in ordered_deltas],
-                "slots": [s for (_, s), _ in ordered_deltas],
-                "debits": [d for _, (d, _) in ordered_deltas],
-                "credits": [c for _, (_, c) in ordered_deltas],
+                "accounts": array_text(a for (a, _), _ in ordered_deltas),
+                "slots": array_text(s for (_, s), _ in ordered_deltas),
+                "debits": array_text(d for _, (d, _) in ordered_deltas),
+                "credits": array_text(c for _, (_, c) in ordered_deltas),
             },
         )
         return
