@@ -16,6 +16,7 @@ from api import (
     health,
     ledger,
     rates,
+    reconciliation,
     settings,
     usage,
     user,
@@ -84,6 +85,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(billing_records.blp)
     api.register_blueprint(customers.blp)
     api.register_blueprint(user.blp)
+    api.register_blueprint(reconciliation.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

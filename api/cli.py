@@ -5,7 +5,10 @@ Each command opens one unit of work and calls one service function, like a reque
 
 from __future__ import annotations
 
+import getpass
+import json
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,13 +23,19 @@ from billing.api_keys import create_key
 from billing.chart import CUSTOMER_ID
 from billing.cycle import run_cycle
 from billing.errors import InvalidRate
+from billing.instants import parse_instant
 from billing.legacy import migrate_legacy, parse_legacy
 from billing.rate_sheets import add_rates, parse_sheet
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES, api_keys
 from billing.user_tokens import mint_user_token
+from jobs.context import sippy_client
 from ledger.checks import check_ledger
-from ledger.db import unit_of_work
+from ledger.db import run_in_transaction, unit_of_work
+from ledger.errors import LedgerError
+from reconciliation.report import as_csv, as_html, as_text, present_run
+from reconciliation.runs import account_comparison, reconcile, run_items
+from reconciliation.statements import fetch_statement, parse_statement_csv
 
 
 def ready() -> None:
@@ -148,6 +157,74 @@ def sippy_sim(
 
     click.echo(f"Sippy simulator on http://{host}:{port}/xmlapi/xmlapi", err=True)
     serve_simulator(host, port, accounts_file, username, password, not no_digest)
+
+
+@click.command("reconcile")
+@with_appcontext
+@click.option("--from", "start", required=True, help="RFC 3339 start of the range (inclusive)")
+@click.option("--to", "end", required=True, help="RFC 3339 end of the range (exclusive)")
+@click.option("--statement", type=click.Path(exists=True, dir_okay=False), help="a statement CSV")
+@click.option("--map", "mapping", multiple=True, help="column mapping ours=theirs (repeatable)")
+@click.option("--window-minutes", default=10, show_default=True, type=click.IntRange(0, 10080))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text")
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-")
+def reconcile_command(
+    start: str,
+    end: str,
+    statement: str | None,
+    mapping: tuple[str, ...],
+    window_minutes: int,
+    fmt: str,
+    out: Any,
+) -> None:
+    """Reconcile the ledger with Sippy for a range (Sippy's API, or --statement FILE); exits 0
+    when reconciled, 1 when differences remain."""
+    ready()
+    state = runtime()
+    bounds = [parse_instant(start), parse_instant(end)]
+    if bounds[0] is None or bounds[1] is None or bounds[1] <= bounds[0]:
+        click.echo(
+            "--from and --to must be RFC 3339 instants with offsets, --to after --from", err=True
+        )
+        sys.exit(2)
+    columns = dict(pair.split("=", 1) for pair in mapping if "=" in pair)
+    try:
+        if statement:
+            with open(statement, "rb") as handle:
+                loaded = parse_statement_csv(handle.read(), columns, statement)
+        else:
+            client = sippy_client(state.config)
+            if client is None:
+                click.echo("SIPPY_URL is not set: give --statement FILE", err=True)
+                sys.exit(2)
+            loaded = fetch_statement(client, bounds[0], bounds[1])
+    except LedgerError as error:
+        click.echo(f"{error.message} {error.details or ''}".rstrip(), err=True)
+        sys.exit(2)
+    who = f"cli:{getpass.getuser()}"
+    source = "statement" if statement else "sippy"
+
+    def work(session: Any) -> dict[str, Any]:
+        run = reconcile(
+            session, loaded, source, bounds[0], bounds[1], who, state.clock(), window_minutes * 60
+        )
+        return present_run(
+            run, run_items(session, run.id, False), account_comparison(session, run.id)
+        )
+
+    report = run_in_transaction(state.sessions, work)
+    if fmt == "json":
+        out.write(json.dumps(report, indent=2) + "\n")
+    elif fmt == "csv":
+        items = run_in_transaction(
+            state.sessions, lambda s: run_items(s, uuid.UUID(report["id"]), False)
+        )
+        out.write(as_csv(items))
+    elif fmt == "html":
+        out.write(as_html(report))
+    else:
+        out.write(as_text(report))
+    sys.exit(0 if report["status"] == "reconciled" else 1)
 
 
 def _redis() -> Any:
@@ -293,6 +370,7 @@ def register_commands(app: Flask) -> None:
         ledger_group,
         rates_group,
         bill,
+        reconcile_command,
         token,
         sippy_sim,
         migrate_legacy_command,

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from billing import errors as billing_errors
 from ledger import errors as ledger_errors
+from reconciliation import errors as reconciliation_errors
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (billing_errors.UnknownInvoice, 404, "invoice_not_found"),
     (billing_errors.InvalidInvoiceState, 409, "invalid_state"),
     (billing_errors.InvalidRole, 422, "invalid_role"),
+    (reconciliation_errors.InvalidStatement, 422, "invalid_statement"),
+    (reconciliation_errors.UnknownRun, 404, "run_not_found"),
+    (reconciliation_errors.ItemNotResolvable, 409, "not_resolvable"),
+    (reconciliation_errors.SippyStatementUnavailable, 503, "sippy_unavailable"),
     (ledger_errors.LedgerError, 422, "invalid_request"),
 ]
 

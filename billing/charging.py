@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from billing.chart import receivable_code, system_code
 from billing.config import BillingDefaults
+from billing.errors import UnknownInvoice
 from billing.notifications import store_notifications
 from billing.settings import effective_settings
 from billing.sippy.client import ChargeOutcome, Payment, SippyError
@@ -228,7 +229,7 @@ def record_outcome(
     if attempt.status not in OPEN_ATTEMPTS:
         return str(attempt.status)
     if outcome.status == "accepted":
-        return _settle(session, invoice, attempt, None, now, defaults)
+        return _settle(session, invoice, attempt.reference, attempt, None, now, defaults)
     if outcome.status == "declined":
         return _decline(session, invoice, attempt, "declined", outcome, now, defaults, policy)
     _update_attempt(
@@ -261,7 +262,9 @@ def resolve_attempt(
                 "Sippy applied a different amount",
                 extra={"invoice_id": str(invoice.id), "sippy_amount": payment.amount.format()},
             )
-        return _settle(session, invoice, attempt, payment.payment_id, now, defaults)
+        return _settle(
+            session, invoice, attempt.reference, attempt, payment.payment_id, now, defaults
+        )
     reason = ChargeOutcome(
         "declined",
         attempt.code or "lost",
@@ -323,13 +326,43 @@ def _update_attempt(session: Session, attempt_id: uuid.UUID, **values: Any) -> N
     )
 
 
+def settle_from_statement(
+    session: Session,
+    invoice_id: uuid.UUID,
+    reference: str,
+    payment_id: str | None,
+    charged_at: datetime,
+    now: datetime,
+    defaults: BillingDefaults,
+) -> str:
+    """Settle an invoice Sippy is known to have charged (a reconciliation found the debit with
+    this reference), as a lookup would have: the settlement dated when Sippy charged, the
+    attempt of that reference accepted, the invoice paid. Nothing happens to a paid invoice.
+
+    Raises: UnknownInvoice.
+    """
+    invoice = _lock_invoice(session, invoice_id)
+    if invoice is None:
+        raise UnknownInvoice(f"no invoice {invoice_id}", invoice_id=str(invoice_id))
+    if invoice.status == "paid":
+        return "paid"
+    attempt = session.execute(
+        sa.select(payment_attempts).where(payment_attempts.c.reference == reference)
+    ).one_or_none()
+    return _settle(
+        session, invoice, reference, attempt, payment_id, now, defaults, effective_at=charged_at
+    )
+
+
 def _settle(
     session: Session,
     invoice: Any,
-    attempt: Any,
+    reference: str,
+    attempt: Any | None,
     payment_id: str | None,
     now: datetime,
     defaults: BillingDefaults,
+    effective_at: datetime | None = None,
 ) -> str:
     """Post the invoice's one settlement (its idempotency key is the invoice: a second
     accepted attempt could never post another) and mark it paid."""
@@ -345,21 +378,23 @@ def _settle(
                     invoice.amount_micros,
                 ),
             ),
+            effective_at=effective_at,
             description=f"invoice {invoice.id} paid through Sippy",
-            metadata={"invoice_id": str(invoice.id), "reference": attempt.reference},
+            metadata={"invoice_id": str(invoice.id), "reference": reference},
         ),
         now,
     )
-    _update_attempt(
-        session, attempt.id, status="accepted", sippy_payment_id=payment_id, finished_at=now
-    )
+    if attempt is not None:
+        _update_attempt(
+            session, attempt.id, status="accepted", sippy_payment_id=payment_id, finished_at=now
+        )
     _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None, last_error=None)
     _notify(
         session,
         invoice,
         "invoice_paid",
         f"invoice_paid:{invoice.id}",
-        {"reference": attempt.reference},
+        {"reference": reference},
         now,
         defaults,
     )
@@ -458,3 +493,13 @@ def _notify(
             }
         ],
     )
+
+
+def mark_unsettled(session: Session, invoice_id: uuid.UUID, reason: str, now: datetime) -> None:
+    """An invoice whose settlement was reversed (Sippy has no such debit): failed, with the
+    reason, and no automatic retry: an admin decides (retry or cancel)."""
+    invoice = _lock_invoice(session, invoice_id)
+    if invoice is not None and invoice.status == "paid":
+        _update_invoice(
+            session, invoice_id, now, status="failed", next_retry_at=None, last_error=reason
+        )

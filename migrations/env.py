@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 
 import billing.tables  # noqa: F401 - registers the billing tables on the shared metadata
+import reconciliation.tables  # noqa: F401 - and the reconciliation tables
 from ledger.tables import metadata
 
 config = context.config

@@ -1,0 +1,1 @@
+"""Reconciliation for accountants: the ledger's settlements against Sippy's statement."""

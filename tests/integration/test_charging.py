@@ -158,9 +158,14 @@ def test_an_accepted_charge_settles_the_invoice_once(world: World) -> None:
 def test_a_terminal_decline_fails_the_invoice_without_a_retry(world: World) -> None:
     sessions, sim, client, invoice_id, clock = world
     sim.state.put_account(
-        {"i_account": 1001, "username": "poor", "currency": "USD", "balance": "0.01",
-         "credit_limit": "0"}
-    )  # fmt: skip
+        {
+            "i_account": 1001,
+            "username": "poor",
+            "currency": "USD",
+            "balance": "0.01",
+            "credit_limit": "0",
+        }
+    )
     assert charge(sessions, client, invoice_id, clock) == "failed"
     invoice = invoice_of(sessions, invoice_id)
     assert (invoice.status, invoice.next_retry_at, invoice.attempts) == ("failed", None, 1)
@@ -347,9 +352,14 @@ def test_two_workers_charging_200_invoices_at_once_settle_each_once(
     with unit_of_work(sessions) as session:
         for n, user in enumerate(users):
             sim.state.put_account(
-                {"i_account": 5000 + n, "username": user, "currency": "USD", "balance": "10",
-                 "credit_limit": "0"}
-            )  # fmt: skip
+                {
+                    "i_account": 5000 + n,
+                    "username": user,
+                    "currency": "USD",
+                    "balance": "10",
+                    "credit_limit": "0",
+                }
+            )
             create_customer(session, user, "USD", at(2026, 11, 1), sippy_account_id=str(5000 + n))
     post(
         sessions,

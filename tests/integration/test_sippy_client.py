@@ -26,12 +26,22 @@ def sim() -> Iterator[SimulatorHandle]:
     handle = start_simulator(
         clock=lambda: T0,
         accounts=[
-            {"i_account": 1001, "username": "a", "currency": "USD", "balance": "10.00",
-             "credit_limit": "0"},
-            {"i_account": 1002, "username": "b", "currency": "EUR", "balance": "-3.50",
-             "credit_limit": "20"},
+            {
+                "i_account": 1001,
+                "username": "a",
+                "currency": "USD",
+                "balance": "10.00",
+                "credit_limit": "0",
+            },
+            {
+                "i_account": 1002,
+                "username": "b",
+                "currency": "EUR",
+                "balance": "-3.50",
+                "credit_limit": "20",
+            },
         ],
-    )  # fmt: skip
+    )
     yield handle
     handle.stop()
 
@@ -120,8 +130,10 @@ def test_a_debit_is_found_by_its_reference_across_pages(
 ) -> None:
     for n in range(205):
         assert client.debit(1001, usd("0.01"), f"bulk-{n}", T0).status == "accepted"
-    client.call("accountCredit", {"i_account": 1001, "amount": 1.0, "currency": "USD",
-                                  "payment_notes": "bulk-204"})  # fmt: skip
+    client.call(
+        "accountCredit",
+        {"i_account": 1001, "amount": 1.0, "currency": "USD", "payment_notes": "bulk-204"},
+    )
     found = client.find_debit(1001, "bulk-204", T0 - DAY, T0 + DAY)
     assert found is not None and found.type == "debit" and found.amount == usd("0.01")
     assert found.time == T0 and found.succeeded

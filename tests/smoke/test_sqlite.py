@@ -238,6 +238,8 @@ def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) ->
     from billing.usage import ingest_usage, validate_events
     from jobs import context
     from jobs.embedded import EmbeddedScheduler
+    from reconciliation.runs import reconcile
+    from reconciliation.statements import fetch_statement
 
     sessions = make_session_factory(make_engine(sqlite_url))
     now = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)
@@ -265,5 +267,11 @@ def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) ->
             kinds = session.execute(sa.select(notifications.c.kind)).scalars().all()
         assert status == "paid" and sorted(kinds) == ["invoice_issued", "invoice_paid"]
         assert len(sim.state.payments(1001)) == 1
+        # ... and reconciling the day against the simulator's statement finds them equal.
+        start, end = datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
+        statement = fetch_statement(gateway, start, end)
+        with unit_of_work(sessions) as session:
+            run = reconcile(session, statement, "sippy", start, end, "smoke", now)
+        assert run.status == "reconciled" and run.totals["matched"] == 1
     finally:
         sim.stop()

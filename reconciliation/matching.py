@@ -1,0 +1,259 @@
+"""Matching Sippy's statement lines with the ledger's collections, set-based (DESIGN
+"Reconciliation").
+
+Both sides are staged in session-local tables, then three statements pair them: first by our
+reference (the n-th statement line carrying a reference pairs with the n-th ledger line of that
+reference, so a duplicated debit is left over), then by account + amount + currency within the
+time window (mutual nearest pairs only), and one insert classifies every line as matched,
+amount mismatch, missing in Sippy or missing in ledger.
+
+Ledger side: settlements in the range and receipts a reconciliation recorded, not reversed;
+amount corrections a reconciliation posted are added to the first line of their reference.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.tables import customers, payment_attempts
+from ledger.bulk import insert_rows
+from ledger.model import Kind
+from ledger.tables import UtcDateTime, transfers
+from reconciliation.statements import StatementLine
+
+_meta = sa.MetaData()
+_STATEMENT = sa.Table(
+    "recon_statement",
+    _meta,
+    sa.Column("line_no", sa.Integer),
+    sa.Column("payment_id", sa.String(64)),
+    sa.Column("account_id", sa.String(64)),
+    sa.Column("customer_id", sa.String(64)),
+    sa.Column("at", UtcDateTime),
+    sa.Column("at_s", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("reference", sa.String(200)),
+    sa.Column("ordinal", sa.Integer),
+    prefixes=["TEMPORARY"],
+)
+_LEDGER = sa.Table(
+    "recon_ledger",
+    _meta,
+    sa.Column("transfer_id", sa.Uuid),
+    sa.Column("reference", sa.String(200)),
+    sa.Column("account_id", sa.String(64)),
+    sa.Column("customer_id", sa.String(64)),
+    sa.Column("at", UtcDateTime),
+    sa.Column("at_s", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("ordinal", sa.Integer),
+    prefixes=["TEMPORARY"],
+)
+_PAIRS = sa.Table(
+    "recon_pairs",
+    _meta,
+    sa.Column("line_no", sa.Integer),
+    sa.Column("transfer_id", sa.Uuid),
+    sa.Column("rule", sa.String(24)),
+    prefixes=["TEMPORARY"],
+)
+
+REFERENCE_PREFIX = "smsledger:"
+# Metadata a reconciliation writes on the entries it posts (reconciliation/proposals.py).
+RECEIPT, AMOUNT = "receipt", "amount"
+
+_PAIR_BY_REFERENCE = """
+INSERT INTO recon_pairs (line_no, transfer_id, rule)
+SELECT s.line_no, l.transfer_id, 'reference'
+FROM recon_statement s JOIN recon_ledger l ON l.reference = s.reference AND l.ordinal = s.ordinal
+"""
+_PAIR_BY_ACCOUNT_AMOUNT_TIME = """
+INSERT INTO recon_pairs (line_no, transfer_id, rule)
+SELECT line_no, transfer_id, 'account_amount_time' FROM (
+  SELECT s.line_no, l.transfer_id,
+         ROW_NUMBER() OVER (PARTITION BY s.line_no
+                            ORDER BY ABS(s.at_s - l.at_s), l.at_s, l.transfer_id) AS rank_s,
+         ROW_NUMBER() OVER (PARTITION BY l.transfer_id
+                            ORDER BY ABS(s.at_s - l.at_s), s.line_no) AS rank_l
+  FROM recon_statement s
+  JOIN recon_ledger l ON l.account_id = s.account_id AND l.amount = s.amount
+                     AND l.currency = s.currency AND ABS(s.at_s - l.at_s) <= :window
+  WHERE NOT EXISTS (SELECT 1 FROM recon_pairs p WHERE p.line_no = s.line_no)
+    AND NOT EXISTS (SELECT 1 FROM recon_pairs p WHERE p.transfer_id = l.transfer_id)
+) candidates
+WHERE rank_s = 1 AND rank_l = 1
+"""
+_ITEMS = """
+INSERT INTO reconciliation_items (run_id, kind, match_rule, reason, sippy_account_id,
+  customer_id, reference, ledger_transfer_id, ledger_amount_micros, ledger_currency, ledger_at,
+  statement_line, sippy_payment_id, sippy_amount_micros, sippy_currency, sippy_at)
+SELECT :run,
+       CASE WHEN s.amount = l.amount AND s.currency = l.currency THEN 'matched'
+            ELSE 'amount_mismatch' END,
+       p.rule,
+       CASE WHEN s.currency <> l.currency THEN 'Sippy debited another currency'
+            WHEN s.amount <> l.amount THEN 'Sippy debited another amount' END,
+       l.account_id, l.customer_id, l.reference, l.transfer_id, l.amount, l.currency, l.at,
+       s.line_no, s.payment_id, s.amount, s.currency, s.at
+FROM recon_pairs p
+JOIN recon_statement s ON s.line_no = p.line_no
+JOIN recon_ledger l ON l.transfer_id = p.transfer_id
+UNION ALL
+SELECT :run, 'missing_in_ledger', NULL,
+       CASE WHEN EXISTS (SELECT 1 FROM recon_ledger o WHERE o.reference = s.reference)
+            THEN 'a second Sippy debit with an already matched reference (duplicate)'
+            WHEN s.reference IS NULL OR substr(s.reference, 1, 10) <> 'smsledger:'
+            THEN 'a Sippy debit without a smsledger reference'
+            ELSE 'Sippy debited; the ledger has no settlement for it' END,
+       s.account_id, s.customer_id, s.reference, NULL, NULL, NULL, NULL,
+       s.line_no, s.payment_id, s.amount, s.currency, s.at
+FROM recon_statement s
+WHERE NOT EXISTS (SELECT 1 FROM recon_pairs p WHERE p.line_no = s.line_no)
+UNION ALL
+SELECT :run, 'missing_in_sippy', NULL, 'settled in the ledger; Sippy has no such debit',
+       l.account_id, l.customer_id, l.reference, l.transfer_id, l.amount, l.currency, l.at,
+       NULL, NULL, NULL, NULL, NULL
+FROM recon_ledger l
+WHERE NOT EXISTS (SELECT 1 FROM recon_pairs p WHERE p.transfer_id = l.transfer_id)
+"""
+
+
+def match(
+    session: Session,
+    run_id: uuid.UUID,
+    lines: list[StatementLine],
+    start: datetime,
+    end: datetime,
+    window_seconds: int,
+) -> int:
+    """Stage both sides, pair them and write the run's items; how many statement lines were
+    left out as not ours (accounts of no customer, without our reference)."""
+    connection = session.connection()
+    _drop(session)
+    for table in (_STATEMENT, _LEDGER, _PAIRS):
+        table.create(connection)
+    ignored = _stage_statement(session, lines)
+    _stage_ledger(session, start, end)
+    connection.execute(sa.text(_PAIR_BY_REFERENCE))
+    connection.execute(sa.text(_PAIR_BY_ACCOUNT_AMOUNT_TIME), {"window": window_seconds})
+    connection.execute(
+        sa.text(_ITEMS).bindparams(sa.bindparam("run", type_=sa.Uuid)),
+        {"run": run_id},
+    )
+    _drop(session)
+    return ignored
+
+
+def _drop(session: Session) -> None:
+    for table in (_PAIRS, _LEDGER, _STATEMENT):
+        session.connection().exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
+
+
+def _stage_statement(session: Session, lines: list[StatementLine]) -> int:
+    """Load the lines that concern us: accounts of our customers, or carrying our reference.
+    The n-th line of a reference (in time order) gets ordinal n."""
+    owners = dict(
+        session.execute(
+            sa.select(customers.c.sippy_account_id, sa.func.min(customers.c.user_id))
+            .where(customers.c.sippy_account_id.is_not(None))
+            .group_by(customers.c.sippy_account_id)
+        ).all()
+    )
+    seen: dict[str, int] = defaultdict(int)
+    rows: list[dict[str, Any]] = []
+    for line in sorted(lines, key=lambda ln: (ln.at, ln.line_no)):
+        ours = line.reference is not None and line.reference.startswith(REFERENCE_PREFIX)
+        if line.account_id not in owners and not ours:
+            continue
+        ordinal = None
+        if line.reference is not None:
+            seen[line.reference] += 1
+            ordinal = seen[line.reference]
+        rows.append(
+            {
+                "line_no": line.line_no,
+                "payment_id": line.payment_id,
+                "account_id": line.account_id,
+                "customer_id": owners.get(line.account_id),
+                "at": line.at,
+                "at_s": int(line.at.timestamp()),
+                "amount": line.amount_micros,
+                "currency": line.currency,
+                "reference": line.reference,
+                "ordinal": ordinal,
+            }
+        )
+    insert_rows(session, _STATEMENT, rows)
+    return len(lines) - len(rows)
+
+
+def _not_reversed(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    reversal = transfers.alias("reversal")
+    return ~sa.exists().where(reversal.c.reverses_id == table.c.id)
+
+
+def _stage_ledger(session: Session, start: datetime, end: datetime) -> None:
+    """Settlements and recorded receipts in [start, end), not reversed, numbered per
+    reference; then the amount corrections of their references added to the first."""
+    settled = transfers.alias("settled")
+    reference = settled.c.metadata["reference"].as_string()
+    recon = settled.c.metadata["reconciliation"].as_string()
+    in_range = sa.and_(settled.c.effective_at >= start, settled.c.effective_at < end)
+    epoch = sa.cast(sa.extract("epoch", settled.c.effective_at), sa.BigInteger)
+    settlements = (
+        sa.select(
+            settled.c.id,
+            reference,
+            payment_attempts.c.sippy_account_id,
+            payment_attempts.c.customer_id,
+            settled.c.effective_at,
+            epoch,
+            settled.c.amount,
+            settled.c.currency,
+        )
+        .join(payment_attempts, payment_attempts.c.reference == reference)
+        .where(settled.c.kind == Kind.SETTLEMENT.value, in_range, _not_reversed(settled))
+    )
+    receipts = sa.select(
+        settled.c.id,
+        reference,
+        settled.c.metadata["sippy_account_id"].as_string(),
+        settled.c.metadata["customer_id"].as_string(),
+        settled.c.effective_at,
+        epoch,
+        settled.c.amount,
+        settled.c.currency,
+    ).where(
+        settled.c.kind == Kind.ADJUSTMENT.value,
+        recon == RECEIPT,
+        in_range,
+        _not_reversed(settled),
+    )
+    both = sa.union_all(settlements, receipts).subquery()
+    columns = list(both.c)
+    ordinal = sa.func.row_number().over(partition_by=columns[1], order_by=(columns[5], columns[0]))
+    session.execute(
+        sa.insert(_LEDGER).from_select(
+            [c.name for c in _LEDGER.columns], sa.select(*columns, ordinal)
+        )
+    )
+    corrections = session.execute(
+        sa.select(reference, sa.func.sum(settled.c.metadata["collected_delta_micros"].as_integer()))
+        .where(settled.c.kind == Kind.ADJUSTMENT.value, recon == AMOUNT, _not_reversed(settled))
+        .group_by(reference)
+    ).all()
+    if corrections:
+        session.execute(
+            sa.update(_LEDGER)
+            .where(_LEDGER.c.reference == sa.bindparam("ref"), _LEDGER.c.ordinal == 1)
+            .values(amount=_LEDGER.c.amount + sa.bindparam("delta")),
+            [{"ref": ref, "delta": int(delta)} for ref, delta in corrections],
+        )

@@ -1,0 +1,270 @@
+"""Reconciliation against the simulator over HTTP: a day with every kind of difference (a charge
+Sippy applied that the ledger missed after a timeout, a settlement Sippy has no record of, an
+amount off by one minor unit, a duplicated debit, another currency) is reported line by line;
+accepting the proposals and re-running reports the day reconciled."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.charging import ChargePolicy, charge_invoice
+from billing.customers import create_customer
+from billing.sippy.client import ChargeOutcome, SippyClient
+from billing.sippy.simulator import SimulatorHandle, start_simulator
+from billing.tables import invoices
+from ledger.checks import check_ledger
+from ledger.db import run_in_transaction, unit_of_work
+from ledger.money import Money
+from reconciliation.proposals import resolve
+from reconciliation.runs import reconcile, run_items
+from reconciliation.statements import fetch_statement, parse_statement_csv
+from tests.conftest import Clock
+from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
+
+pytestmark = pytest.mark.postgres
+
+DAY_START, DAY_END = at(2026, 11, 24), at(2026, 11, 25)
+CHARGED_AT = at(2026, 11, 24, 3)
+CASES = ("normal", "timeout", "phantom", "overcharged", "duplicated", "euro")
+
+
+class Scripted:
+    """A gateway that does to Sippy what a case needs, then says what the engine hears."""
+
+    def __init__(self, client: SippyClient, case: str) -> None:
+        self.client, self.case = client, case
+
+    def debit(self, account_id: int, amount: Money, reference: str, when: datetime) -> Any:
+        if self.case == "phantom":  # the ledger settles, Sippy never hears of it
+            return ChargeOutcome("accepted")
+        if self.case == "overcharged":
+            amount = Money(amount.micros + 10_000, amount.currency)
+        if self.case == "euro":
+            amount = Money(amount.micros, "EUR")
+        outcome = self.client.debit(account_id, amount, reference, when)
+        if self.case == "duplicated":
+            self.client.debit(account_id, amount, reference, when)
+        return ChargeOutcome("accepted") if self.case != "timeout" else outcome
+
+    def find_debit(self, *args: Any) -> Any:
+        return self.client.find_debit(*args)
+
+
+@pytest.fixture
+def sim(clock: Clock) -> Iterator[SimulatorHandle]:
+    handle = start_simulator(clock=clock)
+    handle.state.put_account(
+        {
+            "i_account": 2001,
+            "username": "euro",
+            "currency": "EUR",
+            "balance": "100",
+            "credit_limit": "0",
+        }
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def client(sim: SimulatorHandle) -> SippyClient:
+    return SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=0.5)
+
+
+@pytest.fixture
+def day(
+    sessions: sessionmaker[Session], sim: SimulatorHandle, client: SippyClient, clock: Clock
+) -> dict[str, uuid.UUID]:
+    """One invoice of 0.02 USD per case, charged at 03:00 the way the case says."""
+    load_rates(sessions)
+    accounts = {case: str(1001 + n) for n, case in enumerate(CASES)}
+    accounts["euro"] = "2001"
+    with unit_of_work(sessions) as session:
+        for case in CASES:
+            create_customer(session, case, "USD", at(2026, 11, 1), sippy_account_id=accounts[case])
+    post(
+        sessions,
+        at(2026, 11, 23, 23),
+        *(sms(f"{c}-{n}", at(2026, 11, 23, 12), user=c) for c in CASES for n in range(3)),
+    )
+    close(sessions, "daily", at(2026, 11, 24, 2))
+    clock.now = CHARGED_AT
+    sim.state.inject_fault(
+        method="accountDebit", i_account=1002, kind="timeout_after_apply", delay_s=1.5
+    )
+    invoice_of = {row.customer_id: row.id for row in rows(sessions, invoices)}
+    for case in CASES:
+        charge_invoice(
+            sessions, Scripted(client, case), invoice_of[case], clock, DEFAULTS, ChargePolicy()
+        )
+    return invoice_of
+
+
+def run(sessions: sessionmaker[Session], client: SippyClient, clock: Clock) -> Any:
+    statement = fetch_statement(client, DAY_START, DAY_END)
+    return run_in_transaction(
+        sessions,
+        lambda s: reconcile(s, statement, "sippy", DAY_START, DAY_END, "test", clock(), 600),
+    )
+
+
+def items_of(sessions: sessionmaker[Session], run_id: uuid.UUID) -> list[Any]:
+    with unit_of_work(sessions) as session:
+        return run_items(session, run_id, differences_only=False)
+
+
+def test_every_kind_of_difference_is_reported_line_by_line_and_resolving_reconciles(
+    sessions: sessionmaker[Session],
+    client: SippyClient,
+    clock: Clock,
+    day: dict[str, uuid.UUID],
+) -> None:
+    first = run(sessions, client, clock)
+    assert first.status == "differences"
+    items = items_of(sessions, first.id)
+    by_case = Counter((i.customer_id, i.kind) for i in items)
+    assert by_case == {
+        ("normal", "matched"): 1,
+        ("timeout", "missing_in_ledger"): 1,
+        ("phantom", "missing_in_sippy"): 1,
+        ("overcharged", "amount_mismatch"): 1,
+        ("duplicated", "matched"): 1,
+        ("duplicated", "missing_in_ledger"): 1,
+        ("euro", "amount_mismatch"): 1,
+    }
+    assert {
+        k: first.totals[k]
+        for k in ("matched", "mismatched", "missing_in_sippy", "missing_in_ledger")
+    } == {
+        "matched": 2,
+        "mismatched": 2,
+        "missing_in_sippy": 1,
+        "missing_in_ledger": 2,
+    }
+    usd = next(c for c in first.totals["by_currency"] if c["currency"] == "USD")
+    # Ledger: 5 settlements of 0.02 (the timeout's is missing). Sippy in USD: normal, timeout,
+    # overcharged 0.03, duplicated twice.
+    assert (usd["ledger"], usd["sippy"], usd["difference"]) == ("0.10", "0.11", "0.01")
+    actions = {i.customer_id + ":" + i.kind: i.proposal["action"] for i in items if i.proposal}
+    assert actions == {
+        "timeout:missing_in_ledger": "settle_invoice",
+        "phantom:missing_in_sippy": "reverse",
+        "overcharged:amount_mismatch": "adjust_amount",
+        "duplicated:missing_in_ledger": "record_receipt",
+        "euro:amount_mismatch": "replace",
+    }
+    over = next(i for i in items if i.customer_id == "overcharged")
+    assert over.proposal["delta"] == "0.01" and over.reference.startswith("smsledger:")
+    dup = next(i for i in items if i.customer_id == "duplicated" and i.kind != "matched")
+    assert "duplicate" in dup.reason
+
+    clock.now = at(2026, 11, 26, 9)
+    for item in items:
+        if item.kind != "matched":
+            run_in_transaction(
+                sessions,
+                lambda s, i=item: resolve(
+                    s, first.id, i.id, "accept", "accountant", "fixed", clock(), DEFAULTS
+                ),
+            )
+    with pytest.raises(Exception, match="already"):
+        run_in_transaction(
+            sessions, lambda s: resolve(s, first.id, dup.id, "accept", "a", None, clock(), DEFAULTS)
+        )
+
+    second = run(sessions, client, clock)
+    assert second.status == "reconciled", [
+        (i.customer_id, i.kind, i.reason)
+        for i in items_of(sessions, second.id)
+        if i.kind != "matched"
+    ]
+    assert second.totals["matched"] == 6
+    status = {row.customer_id: row.status for row in rows(sessions, invoices)}
+    assert status["timeout"] == "paid" and status["phantom"] == "failed"
+    with unit_of_work(sessions) as session:
+        assert check_ledger(session) == []
+
+
+def statement_csv(sim: SimulatorHandle, **rename: str) -> bytes:
+    out = io.StringIO()
+    columns = ["i_payment", "i_account", "payment_time", "amount", "currency", "notes", "type"]
+    writer = csv.writer(out)
+    writer.writerow([rename.get(c, c) for c in columns])
+    for p in sim.state.payments():
+        writer.writerow(
+            [
+                p["i_payment"],
+                p["i_account"],
+                p["payment_time"].isoformat(),
+                p["amount"],
+                p["currency"],
+                p["notes"],
+                p["type"],
+            ]
+        )
+    return out.getvalue().encode()
+
+
+def test_an_uploaded_statement_gives_the_same_report_as_the_api(
+    sessions: sessionmaker[Session],
+    sim: SimulatorHandle,
+    client: SippyClient,
+    clock: Clock,
+    day: dict[str, uuid.UUID],
+) -> None:
+    from_api = run(sessions, client, clock)
+    mapping = {"notes": "Reference", "amount": "Amount"}
+    statement = parse_statement_csv(
+        statement_csv(sim, notes="Reference", amount="Amount"), mapping, "day.csv"
+    )
+    from_file = run_in_transaction(
+        sessions,
+        lambda s: reconcile(s, statement, "statement", DAY_START, DAY_END, "test", clock(), 600),
+    )
+    assert {
+        k: from_file.totals[k]
+        for k in ("matched", "mismatched", "missing_in_sippy", "missing_in_ledger")
+    } == {
+        k: from_api.totals[k]
+        for k in ("matched", "mismatched", "missing_in_sippy", "missing_in_ledger")
+    }
+    assert from_file.inputs["sha256"] and from_file.inputs["file"] == "day.csv"
+    assert from_file.inputs["mapping"] == mapping
+
+
+def test_matching_falls_back_to_account_amount_and_time(
+    sessions: sessionmaker[Session],
+    client: SippyClient,
+    clock: Clock,
+    day: dict[str, uuid.UUID],
+    sim: SimulatorHandle,
+) -> None:
+    """A debit whose notes were lost (a statement typed by hand) still matches its settlement
+    when account, amount and currency agree within the window."""
+    raw = statement_csv(sim).decode().replace(f"smsledger:{day['normal']}", "typed-by-hand")
+    statement = parse_statement_csv(raw.encode())
+    result = run_in_transaction(
+        sessions,
+        lambda s: reconcile(s, statement, "statement", DAY_START, DAY_END, "t", clock(), 600),
+    )
+    normal = [i for i in items_of(sessions, result.id) if i.customer_id == "normal"]
+    assert [(i.kind, i.match_rule) for i in normal] == [("matched", "account_amount_time")]
+    late = parse_statement_csv(raw.replace("T03:00:00", "T03:30:00").encode())
+    for window, kinds in ((600, ["missing_in_ledger", "missing_in_sippy"]), (3600, ["matched"])):
+        result = run_in_transaction(
+            sessions,
+            lambda s, w=window: reconcile(
+                s, late, "statement", DAY_START, DAY_END, "t", clock(), w
+            ),
+        )
+        normal = [i for i in items_of(sessions, result.id) if i.customer_id == "normal"]
+        assert sorted(i.kind for i in normal) == kinds, window
