@@ -344,12 +344,14 @@ def serve(host: str, port: int, threads: int) -> None:
         from jobs import context
         from jobs.embedded import EmbeddedScheduler
 
+        client = context.sippy_client(state.config)
         context.configure(
             context.JobContext(
                 state.sessions,
                 state.clock,
                 state.config.billing,
-                gateway=context.sippy_client(state.config),
+                gateway=client,
+                sippy=client,
                 charge_policy=context.charge_policy(state.config),
                 webhook_secret=state.config.webhook_signing_secret,
             )

@@ -30,6 +30,8 @@ class JobContext:
     clock: Callable[[], datetime]
     defaults: BillingDefaults
     gateway: Gateway | None = None
+    # The same client, seen as the source of Sippy's statement (reconciliation).
+    sippy: SippyClient | None = None
     charge_policy: ChargePolicy = field(default_factory=ChargePolicy)
     webhook_secret: str | None = None
     send_webhook: Sender = field(default_factory=post_with_requests)
@@ -65,11 +67,13 @@ def sippy_client(config: Config) -> SippyClient | None:
 
 def from_config(config: Config, enqueue: Enqueue | None = None) -> JobContext:
     engine = make_engine(config.database_url)
+    client = sippy_client(config)
     return JobContext(
         make_session_factory(engine),
         lambda: datetime.now(UTC),
         config.billing,
-        gateway=sippy_client(config),
+        gateway=client,
+        sippy=client,
         charge_policy=charge_policy(config),
         webhook_secret=config.webhook_signing_secret,
         enqueue=enqueue,

@@ -17,6 +17,7 @@ from rq_scheduler import Scheduler
 from jobs.billing import billing_cycle
 from jobs.notifications import deliver_notifications
 from jobs.payments import dispatch_charges
+from jobs.reconciliation import reconcile_yesterday
 
 QUEUES = ("billing", "payments", "notifications", "reconciliation")
 
@@ -26,6 +27,8 @@ CRON_SCHEDULES = (
     ("schedule-billing-weekly", "0 3 * * 1", "weekly"),
     ("schedule-billing-monthly", "0 4 1 * *", "monthly"),
 )
+RECONCILE_JOB = ("schedule-reconcile-daily", "0 5 * * *")
+"""Yesterday against Sippy's statement, after the 02:00 close and its charges."""
 THRESHOLD_JOB_ID = "schedule-billing-threshold"
 THRESHOLD_INTERVAL_SECONDS = 60
 """Threshold requests are recorded by ingestion and served at most this late."""
@@ -50,7 +53,8 @@ INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int]
 def register(scheduler: Scheduler, now: datetime | None = None) -> list[str]:
     """(Re)register every schedule; the ids registered."""
     scheduled = {job.id: job for job in scheduler.get_jobs()}
-    ids = [job_id for job_id, _, _ in CRON_SCHEDULES] + [s[0] for s in INTERVAL_SCHEDULES]
+    ids = [job_id for job_id, _, _ in CRON_SCHEDULES] + [RECONCILE_JOB[0]]
+    ids += [s[0] for s in INTERVAL_SCHEDULES]
     for job_id in ids:
         if job_id in scheduled:
             scheduler.cancel(scheduled[job_id])
@@ -64,6 +68,14 @@ def register(scheduler: Scheduler, now: datetime | None = None) -> list[str]:
             use_local_timezone=False,
             result_ttl=7 * 24 * 3600,
         )
+    scheduler.cron(
+        RECONCILE_JOB[1],
+        func=reconcile_yesterday,
+        id=RECONCILE_JOB[0],
+        queue_name="reconciliation",
+        use_local_timezone=False,
+        result_ttl=7 * 24 * 3600,
+    )
     for job_id, queue, func, args, interval in INTERVAL_SCHEDULES:
         scheduler.schedule(
             scheduled_time=(now or datetime.now(UTC)).replace(tzinfo=None),

@@ -135,12 +135,12 @@ def match(
     window_seconds: int,
 ) -> int:
     """Stage both sides, pair them and write the run's items; how many statement lines were
-    left out as not ours (accounts of no customer, without our reference)."""
+    left out (outside the range, or not ours: an account of no customer, no reference of ours)."""
     connection = session.connection()
     _drop(session)
     for table in (_STATEMENT, _LEDGER, _PAIRS):
         table.create(connection)
-    ignored = _stage_statement(session, lines)
+    ignored = _stage_statement(session, lines, start, end)
     _stage_ledger(session, start, end)
     connection.execute(sa.text(_PAIR_BY_REFERENCE))
     connection.execute(sa.text(_PAIR_BY_ACCOUNT_AMOUNT_TIME), {"window": window_seconds})
@@ -157,9 +157,11 @@ def _drop(session: Session) -> None:
         session.connection().exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
 
 
-def _stage_statement(session: Session, lines: list[StatementLine]) -> int:
-    """Load the lines that concern us: accounts of our customers, or carrying our reference.
-    The n-th line of a reference (in time order) gets ordinal n."""
+def _stage_statement(
+    session: Session, lines: list[StatementLine], start: datetime, end: datetime
+) -> int:
+    """Load the lines that concern us: in the range, and on accounts of our customers or
+    carrying our reference. The n-th line of a reference (in time order) gets ordinal n."""
     owners = dict(
         session.execute(
             sa.select(customers.c.sippy_account_id, sa.func.min(customers.c.user_id))
@@ -171,7 +173,7 @@ def _stage_statement(session: Session, lines: list[StatementLine]) -> int:
     rows: list[dict[str, Any]] = []
     for line in sorted(lines, key=lambda ln: (ln.at, ln.line_no)):
         ours = line.reference is not None and line.reference.startswith(REFERENCE_PREFIX)
-        if line.account_id not in owners and not ours:
+        if (line.account_id not in owners and not ours) or not start <= line.at < end:
             continue
         ordinal = None
         if line.reference is not None:

@@ -8,6 +8,7 @@ columns are the field names of `getPaymentsList`; `mapping` renames them for oth
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -108,10 +109,7 @@ def _line(line_no: int, cells: Mapping[str, str]) -> StatementLine:
     account = cells["i_account"]
     if not account.isdigit():
         raise ValueError(f"i_account: {account!r} is not a Sippy account number")
-    try:
-        currency = validate_currency(cells["currency"].upper())
-    except LedgerError as error:
-        raise ValueError(f"currency: {error.message}") from None
+    currency = _currency(cells["currency"].upper())
     try:
         micros = parse_micros(cells["amount"])
     except (LedgerError, TypeError):
@@ -127,6 +125,15 @@ def _line(line_no: int, cells: Mapping[str, str]) -> StatementLine:
         currency,
         cells["notes"] or None,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _currency(code: str) -> str:
+    """A statement holds a handful of currencies: each is checked against ISO 4217 once."""
+    try:
+        return validate_currency(code)
+    except LedgerError as error:
+        raise ValueError(f"currency: {error.message}") from None
 
 
 def _time(text: str) -> datetime:

@@ -27,6 +27,7 @@ from billing.usage import ingest_usage, validate_events
 from jobs import context
 from jobs.billing import billing_cycle
 from jobs.payments import dispatch_charges
+from jobs.reconciliation import reconcile_yesterday
 from jobs.schedule import CRON_SCHEDULES, THRESHOLD_JOB_ID, register
 from ledger.db import unit_of_work
 from tests.redisserver import redis_server
@@ -168,5 +169,22 @@ def test_a_worker_closes_then_charges_each_invoice_through_sippy_once(
         assert statuses == ["paid"] * 3
         assert len(sim.state.payments()) == 3
         assert dispatch_charges() == {"dispatched": 0}
+    finally:
+        sim.stop()
+
+
+def test_the_morning_job_reconciles_yesterday_through_sippy(usage: sessionmaker[Session]) -> None:
+    sim = start_simulator(clock=lambda: CLOSE_TIME)
+    try:
+        client = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
+        context.configure(
+            context.JobContext(
+                usage, lambda: CLOSE_TIME, BillingDefaults(), gateway=client, sippy=client
+            )
+        )
+        result = reconcile_yesterday()
+        assert result["status"] == "reconciled" and result["matched"] == 0
+        context.configure(context.JobContext(usage, lambda: CLOSE_TIME, BillingDefaults()))
+        assert reconcile_yesterday() == {"status": "skipped"}
     finally:
         sim.stop()
