@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from bench.repeated import load, settle, timed_runs
 from billing.closing import close_periods
 from billing.config import BillingDefaults
 from billing.customers import provision_customers
@@ -66,10 +67,6 @@ UPDATE usage_counters u SET unbilled_messages = s.messages, unbilled_segments = 
         FROM transfers GROUP BY 1) s
   WHERE u.customer_id = s.customer;
 """
-# In production the day's usage was posted over the day: autovacuum (insert-triggered since
-# PostgreSQL 13) has set its hint bits and visibility map, and checkpoints have written it out,
-# long before the 02:00 close. The bench puts the table in that state before timing.
-SETTLE = ("VACUUM (ANALYZE)", "CHECKPOINT")
 
 
 def main() -> None:
@@ -93,33 +90,16 @@ def main() -> None:
             revenue = session.execute(
                 sa.text("SELECT id FROM accounts WHERE code = 'revenue:sms:USD'")
             ).scalar_one()
-            for statement in LOAD.split(";\n"):
-                if statement.strip():
-                    session.execute(
-                        sa.text(statement),
-                        {
-                            "revenue": revenue,
-                            "day": DAY,
-                            "transfers": args.transfers,
-                            "customers": args.customers,
-                        },
-                    )
-        with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            for statement in SETTLE:
-                connection.exec_driver_sql(statement)
+            params = {"day": DAY, "transfers": args.transfers, "customers": args.customers}
+            load(session, LOAD, {**params, "revenue": revenue})
+        settle(engine)
         load_seconds = time.perf_counter() - started
 
-        runs = []
-        for attempt in range(args.repeat):
-            session = sessions()
-            started = time.perf_counter()
-            summary = close_periods(session, "daily", CLOSE_AT, BillingDefaults())
-            if attempt == args.repeat - 1:
-                session.commit()
-            runs.append(time.perf_counter() - started)
-            session.rollback()
-            session.close()
+        runs, summary = timed_runs(
+            sessions,
+            args.repeat,
+            lambda session: close_periods(session, "daily", CLOSE_AT, BillingDefaults()),
+        )
         close_seconds = statistics.median(runs)
 
         with unit_of_work(sessions) as session:

@@ -22,9 +22,12 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from bench.repeated import load, settle, timed_runs
 from billing.customers import provision_customers
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from reconciliation.runs import reconcile
@@ -67,7 +70,6 @@ UPDATE balances b SET credits = b.credits + s.total
 UPDATE balances SET debits = debits + (SELECT sum(amount) FROM transfers)
   WHERE account_id = :clearing AND slot = 0
 """
-SETTLE = ("VACUUM (ANALYZE)", "CHECKPOINT")
 
 
 def statement_csv(connection: sa.Connection) -> tuple[bytes, int]:
@@ -113,37 +115,22 @@ def main() -> None:
             clearing = session.execute(
                 sa.text("SELECT id FROM accounts WHERE code = 'sippy:clearing:USD'")
             ).scalar_one()
-            for statement in LOAD.split(";\n"):
-                session.execute(
-                    sa.text(statement),
-                    {
-                        "customers": args.customers,
-                        "lines": args.lines,
-                        "start": START,
-                        "clearing": clearing,
-                    },
-                )
+            params = {"customers": args.customers, "lines": args.lines, "start": START}
+            load(session, LOAD, {**params, "clearing": clearing})
         with engine.connect() as connection:
             raw, lines = statement_csv(connection)
-        with engine.connect() as connection:
-            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-            for statement in SETTLE:
-                autocommit.exec_driver_sql(statement)
+        settle(engine)
         load_seconds = time.perf_counter() - started
 
-        runs, parse_times = [], []
-        for attempt in range(args.repeat):
-            session = sessions()
+        parse_times: list[float] = []
+
+        def parse_and_reconcile(session: Session) -> dict[str, Any]:
             began = time.perf_counter()
             parsed = parse_statement_csv(raw, name="bench.csv")
             parse_times.append(time.perf_counter() - began)
-            run = reconcile(session, parsed, "statement", START, END, "bench", END)
-            if attempt == args.repeat - 1:
-                session.commit()
-            runs.append(time.perf_counter() - began)
-            totals = run.totals
-            session.rollback()
-            session.close()
+            return dict(reconcile(session, parsed, "statement", START, END, "bench", END).totals)
+
+        runs, totals = timed_runs(sessions, args.repeat, parse_and_reconcile)
         engine.dispose()
 
     median = statistics.median(runs)
