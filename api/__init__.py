@@ -12,9 +12,11 @@ from api import (
     billing_records,
     cron,
     customers,
+    docs,
     errors,
     health,
     ledger,
+    metrics,
     rates,
     reconciliation,
     settings,
@@ -68,6 +70,8 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
     )
     engine = make_engine(config.database_url)
@@ -86,6 +90,8 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(customers.blp)
     api.register_blueprint(user.blp)
     api.register_blueprint(reconciliation.blp)
+    app.register_blueprint(docs.assets)
+    metrics.instrument(app)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

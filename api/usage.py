@@ -22,6 +22,7 @@ from api.fields import money_text
 from api.group_commit import GroupCommitter
 from api.runtime import now, runtime, transaction
 from billing.errors import InvalidUsage
+from billing.metrics import USAGE_EVENTS
 from billing.presend import Decision, check_send, parse_check
 from billing.usage import UsageEvent, UsageResult, ingest_usage, validate_events
 from ledger.db import run_in_transaction
@@ -79,6 +80,8 @@ def post_usage() -> Any:
         defaults = runtime().config.billing
         results = transaction(lambda s: ingest_usage(s, events, now(), defaults))
     posted = sum(1 for r in results if r.status == "posted")
+    USAGE_EVENTS.labels("posted").inc(posted)
+    USAGE_EVENTS.labels("duplicate").inc(len(results) - posted)
     response = jsonify(
         {
             "posted": posted,

@@ -5,6 +5,7 @@ The charges a cycle queued are dispatched right after it."""
 from __future__ import annotations
 
 from billing.cycle import run_cycle
+from billing.metrics import timed_job
 from jobs.context import current, hand_off
 from jobs.payments import dispatch_charges
 
@@ -12,7 +13,10 @@ from jobs.payments import dispatch_charges
 def billing_cycle(frequency: str) -> dict[str, int | str]:
     """Close the due periods of `frequency`; the cycle's summary (RQ keeps it as the result)."""
     context = current()
-    summary, duration_ms = run_cycle(context.sessions, frequency, context.clock(), context.defaults)
+    with timed_job(f"billing_cycle_{frequency}"):
+        summary, duration_ms = run_cycle(
+            context.sessions, frequency, context.clock(), context.defaults
+        )
     if summary.charges_enqueued:
         hand_off("payments", dispatch_charges, ())
     return summary.report(duration_ms)

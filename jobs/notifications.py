@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from billing.metrics import DELIVERIES, timed_job
 from billing.webhooks import deliver_due
 from jobs.context import current
 
@@ -9,11 +10,15 @@ from jobs.context import current
 def deliver_notifications() -> dict[str, int]:
     """Deliver a batch of due notifications; counts by outcome."""
     context = current()
-    summary = deliver_due(
-        context.sessions,
-        context.send_webhook,
-        context.webhook_secret,
-        context.clock,
-        context.defaults,
-    )
-    return summary.report()
+    with timed_job("deliver_notifications"):
+        summary = deliver_due(
+            context.sessions,
+            context.send_webhook,
+            context.webhook_secret,
+            context.clock,
+            context.defaults,
+        )
+    report = summary.report()
+    for outcome, count in report.items():
+        DELIVERIES.labels(outcome).inc(count)
+    return report

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from billing.charging import charge_invoice as charge_step
 from billing.charging import due_charges
+from billing.metrics import CHARGES, timed_job
 from billing.outbox import claim_outbox
 from jobs.context import current, hand_off
 from ledger.db import run_in_transaction
@@ -24,14 +25,17 @@ def charge_invoice(invoice_id: str) -> str:
     if context.gateway is None:
         log.warning("SIPPY_URL is not set: the charge waits", extra={"invoice_id": invoice_id})
         return "no_gateway"
-    return charge_step(
-        context.sessions,
-        context.gateway,
-        uuid.UUID(invoice_id),
-        context.clock,
-        context.defaults,
-        context.charge_policy,
-    )
+    with timed_job("charge_invoice"):
+        outcome = charge_step(
+            context.sessions,
+            context.gateway,
+            uuid.UUID(invoice_id),
+            context.clock,
+            context.defaults,
+            context.charge_policy,
+        )
+    CHARGES.labels(outcome).inc()
+    return outcome
 
 
 def dispatch_charges() -> dict[str, int]:
@@ -43,7 +47,8 @@ def dispatch_charges() -> dict[str, int]:
         queued = [uuid.UUID(p["invoice_id"]) for p in claim_outbox(session, "charge_invoice", now)]
         return list(dict.fromkeys(queued + due_charges(session, now, context.charge_policy)))
 
-    invoice_ids = run_in_transaction(context.sessions, claim)
+    with timed_job("dispatch_charges"):
+        invoice_ids = run_in_transaction(context.sessions, claim)
     for invoice_id in invoice_ids:
         hand_off("payments", charge_invoice, (str(invoice_id),), f"charge-{invoice_id}")
     return {"dispatched": len(invoice_ids)}

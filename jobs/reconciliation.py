@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from billing.metrics import timed_job
 from jobs.context import current
 from ledger.db import run_in_transaction
 from reconciliation.runs import reconcile
@@ -23,11 +24,14 @@ def reconcile_yesterday() -> dict[str, object]:
         return {"status": "skipped"}
     end = context.clock().replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=1)
-    statement = fetch_statement(context.sippy, start, end)
-    run = run_in_transaction(
-        context.sessions,
-        lambda s: reconcile(s, statement, "sippy", start, end, "job:scheduler", context.clock()),
-    )
+    with timed_job("reconcile_yesterday"):
+        statement = fetch_statement(context.sippy, start, end)
+        run = run_in_transaction(
+            context.sessions,
+            lambda s: reconcile(
+                s, statement, "sippy", start, end, "job:scheduler", context.clock()
+            ),
+        )
     log.info(
         "Reconciliation run",
         extra={"run_id": str(run.id), "status": run.status, "totals": run.totals},
