@@ -1,0 +1,90 @@
+"""What an end user sees of their billing (SPEC §7, Appendix A): the open period's usage against
+its limits, when it will be billed, what is still unpaid, and the invoice history with each
+invoice's breakdown per country. Figures come from the ledger's cached balances and the
+invoices, so they always agree with the accountants' view."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.config import BillingDefaults
+from billing.customers import get_customer
+from billing.paging import Page, fetch_page
+from billing.periods import next_billing_at
+from billing.settings import Settings, effective_settings
+from billing.tables import UNPAID_STATUSES, invoice_lines, invoices
+from billing.thresholds import percent_used, unbilled_state
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    user_id: str
+    currency: str
+    settings: Settings
+    period_start: datetime
+    next_billing_at: datetime | None
+    unbilled_micros: int
+    unbilled_messages: int
+    percent_used: float | None
+    pending_count: int
+    pending_micros: int
+    last_invoice: Any | None
+
+
+def billing_summary(
+    session: Session, user_id: str, defaults: BillingDefaults, now: datetime
+) -> Summary:
+    """Raises: CustomerNotFound."""
+    customer = get_customer(session, user_id)
+    settings = effective_settings(session, [user_id], defaults, now)[user_id]
+    ((_, amount, messages, start),) = unbilled_state(session, [user_id])
+    pending = session.execute(
+        sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(invoices.c.amount_micros), 0)
+        ).where(invoices.c.customer_id == user_id, invoices.c.status.in_(UNPAID_STATUSES))
+    ).one()
+    last = session.execute(
+        sa.select(invoices)
+        .where(invoices.c.customer_id == user_id)
+        .order_by(invoices.c.created_at.desc(), invoices.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    return Summary(
+        user_id,
+        customer.currency,
+        settings,
+        start,
+        next_billing_at(settings.frequency, now),
+        amount,
+        messages,
+        percent_used(settings, amount, messages),
+        int(pending[0]),
+        int(pending[1]),
+        last,
+    )
+
+
+def billing_history(
+    session: Session, user_id: str, status: str | None, limit: int, offset: int
+) -> tuple[Page, dict[Any, list[Any]]]:
+    """The user's invoices, newest first, and each one's lines (per country and prefix)."""
+    filters = [invoices.c.customer_id == user_id]
+    if status is not None:
+        filters.append(invoices.c.status == status)
+    order = [invoices.c.created_at.desc(), invoices.c.id.desc()]
+    page = fetch_page(session, invoices, filters, order, limit, offset)
+    lines: dict[Any, list[Any]] = defaultdict(list)
+    if page.items:
+        for line in session.execute(
+            sa.select(invoice_lines)
+            .where(invoice_lines.c.invoice_id.in_([row.id for row in page.items]))
+            .order_by(invoice_lines.c.country, invoice_lines.c.prefix)
+        ).all():
+            lines[line.invoice_id].append(line)
+    return page, lines
