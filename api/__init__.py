@@ -20,6 +20,7 @@ from api import (
     rates,
     reconciliation,
     settings,
+    stats,
     usage,
     user,
 )
@@ -88,6 +89,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(cron.blp)
     api.register_blueprint(billing_records.blp)
     api.register_blueprint(customers.blp)
+    api.register_blueprint(stats.blp)
     api.register_blueprint(user.blp)
     api.register_blueprint(reconciliation.blp)
     app.register_blueprint(docs.assets)

@@ -1,0 +1,166 @@
+"""Billing statistics for admins (SPEC §7): invoices and amounts by status, success rate, failed
+payments, average invoice, frequencies, the busiest users and usage per country, for a range —
+each figure one SQL aggregate, never a Python loop over rows. Money is per currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.tables import invoices, payment_attempts
+from ledger.model import Kind
+from ledger.money import format_micros
+from ledger.tables import transfers
+
+FAILED_ATTEMPTS = ("declined", "not_applied")
+
+
+def billing_stats(
+    session: Session, start: datetime, end: datetime, top: int = 10, latest: int = 5
+) -> dict[str, Any]:
+    """Invoices created and usage sent in [start, end)."""
+    in_range = sa.and_(invoices.c.created_at >= start, invoices.c.created_at < end)
+    by_status: dict[str, dict[str, Any]] = {}
+    for status, currency, count, total in session.execute(
+        sa.select(
+            invoices.c.status,
+            invoices.c.currency,
+            sa.func.count(),
+            sa.func.sum(invoices.c.amount_micros),
+        )
+        .where(in_range)
+        .group_by(invoices.c.status, invoices.c.currency)
+    ).all():
+        entry = by_status.setdefault(status, {"count": 0, "amounts": {}})
+        entry["count"] += int(count)
+        entry["amounts"][currency] = format_micros(int(total))
+    paid = by_status.get("paid", {}).get("count", 0)
+    failed = by_status.get("failed", {}).get("count", 0)
+    averages = {
+        currency: format_micros(int(average))
+        for currency, average in session.execute(
+            sa.select(invoices.c.currency, sa.func.round(sa.func.avg(invoices.c.amount_micros)))
+            .where(in_range)
+            .group_by(invoices.c.currency)
+        ).all()
+    }
+    frequencies: dict[str, int] = {
+        frequency: int(count)
+        for frequency, count in session.execute(
+            sa.select(invoices.c.frequency, sa.func.count())
+            .where(in_range)
+            .group_by(invoices.c.frequency)
+        ).all()
+    }
+    return {
+        "from": start,
+        "to": end,
+        "invoices": {"total": sum(e["count"] for e in by_status.values()), "by_status": by_status},
+        "success_rate": round(paid * 100 / (paid + failed), 2) if paid + failed else None,
+        "average_invoice": averages,
+        "frequencies": frequencies,
+        "failed_payments": _failed_payments(session, start, end, latest),
+        "high_volume_users": _busiest(session, start, end, top),
+        "usage_by_country": _by_country(session, start, end),
+    }
+
+
+def _failed_payments(session: Session, start: datetime, end: datetime, latest: int) -> Any:
+    a = payment_attempts.c
+    window = sa.and_(a.status.in_(FAILED_ATTEMPTS), a.started_at >= start, a.started_at < end)
+    amounts: dict[str, str] = {}
+    count = 0
+    for currency, n, total in session.execute(
+        sa.select(a.currency, sa.func.count(), sa.func.sum(a.amount_micros))
+        .where(window)
+        .group_by(a.currency)
+    ).all():
+        count += int(n)
+        amounts[currency] = format_micros(int(total))
+    recent = session.execute(
+        sa.select(
+            a.invoice_id,
+            a.customer_id,
+            a.amount_micros,
+            a.currency,
+            a.code,
+            a.message,
+            a.started_at,
+        )
+        .where(window)
+        .order_by(a.started_at.desc())
+        .limit(latest)
+    ).all()
+    return {
+        "count": count,
+        "amounts": amounts,
+        "latest": [
+            {
+                "invoice_id": str(r.invoice_id),
+                "user_id": r.customer_id,
+                "amount": format_micros(r.amount_micros),
+                "currency": r.currency,
+                "code": r.code,
+                "message": r.message,
+                "at": r.started_at,
+            }
+            for r in recent
+        ],
+    }
+
+
+def _usage(start: datetime, end: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        transfers.c.kind == Kind.USAGE.value,
+        transfers.c.effective_at >= start,
+        transfers.c.effective_at < end,
+    )
+
+
+def _messages() -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.func.coalesce(transfers.c.metadata["messages"].as_integer(), 1))
+
+
+def _busiest(session: Session, start: datetime, end: datetime, top: int) -> list[dict[str, Any]]:
+    user = transfers.c.metadata["user_id"].as_string()
+    rows = session.execute(
+        sa.select(user, transfers.c.currency, _messages(), sa.func.sum(transfers.c.amount))
+        .where(_usage(start, end))
+        .group_by(user, transfers.c.currency)
+        .order_by(_messages().desc(), user)
+        .limit(top)
+    ).all()
+    return [
+        {"user_id": u, "messages": int(m), "amount": format_micros(int(a)), "currency": c}
+        for u, c, m, a in rows
+    ]
+
+
+def _by_country(session: Session, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    country = transfers.c.metadata["country"].as_string()
+    segments = sa.func.sum(transfers.c.metadata["segments"].as_integer())
+    rows = session.execute(
+        sa.select(
+            country,
+            transfers.c.currency,
+            _messages().label("messages"),
+            segments,
+            sa.func.sum(transfers.c.amount),
+        )
+        .where(_usage(start, end))
+        .group_by(country, transfers.c.currency)
+        .order_by(sa.literal_column("messages").desc(), country)
+    ).all()
+    return [
+        {
+            "country": code,
+            "currency": currency,
+            "messages": int(messages),
+            "segments": int(parts or 0),
+            "amount": format_micros(int(amount)),
+        }
+        for code, currency, messages, parts, amount in rows
+    ]
