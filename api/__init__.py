@@ -47,6 +47,28 @@ def _refuse_nul_in_url() -> None:
         raise errors.ApiError(400, "invalid_characters", "NUL characters are not accepted.")
 
 
+def _document_security(api: Api) -> None:
+    """The three bearer schemes of SPEC §7 and the refusals they share."""
+    schemes = {
+        "apiKey": "an API key (`keys create`); each key has one role: admin, service, accountant",
+        "userToken": "an end user's HS256 JWT signed with USER_TOKEN_SECRET (`sub`, `exp`)",
+        "cronSecret": "the value of CRON_SECRET",
+    }
+    for name, description in schemes.items():
+        api.spec.components.security_scheme(
+            name, {"type": "http", "scheme": "bearer", "description": description}
+        )
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    api.spec.components.response(
+        "UNAUTHORIZED",
+        {"description": "missing, unknown or invalid credentials", "content": envelope},
+    )
+    api.spec.components.response(
+        "FORBIDDEN",
+        {"description": "the key's role may not use this endpoint", "content": envelope},
+    )
+
+
 def _rq_dispatch(redis_url: str) -> Callable[[], None]:
     from jobs.context import rq_enqueue
     from jobs.payments import dispatch_charges
@@ -81,6 +103,8 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
         state.extras["dispatch_charges"] = _rq_dispatch(config.redis_url)
     app.extensions["smsledger"] = state
     api = SmsLedgerApi(app)
+    _document_security(api)
+
     api.register_blueprint(health.blp)
     api.register_blueprint(ledger.blp)
     api.register_blueprint(usage.blp)
@@ -94,6 +118,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(reconciliation.blp)
     app.register_blueprint(docs.assets)
     metrics.instrument(app)
+    api.register_blueprint(metrics.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
 

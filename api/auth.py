@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import flask_smorest
 from cachetools import TTLCache
 from flask import g, request
 
@@ -45,6 +46,23 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+# The refusals every guarded endpoint can answer, documented once (components in create_app).
+REFUSALS = {
+    "401": {"$ref": "#/components/responses/UNAUTHORIZED"},
+    "403": {"$ref": "#/components/responses/FORBIDDEN"},
+}
+
+
+def documented(security: str, roles: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Record in the OpenAPI document how an endpoint is guarded: its security scheme, the
+    roles it admits (`x-roles`) and its 401/403 answers."""
+    responses = REFUSALS if roles else {"401": REFUSALS["401"]}
+    extra: dict[str, Any] = {"x-roles": list(roles)} if roles else {}
+    return flask_smorest.Blueprint.doc(  # type: ignore[no-any-return]
+        security=[{security: []}], responses=responses, **extra
+    )
+
+
 def requires(*roles: str) -> Callable[[F], F]:
     """Let the request through only with a live key of one of `roles` (401 / 403 otherwise)."""
 
@@ -67,7 +85,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             g.role = role
             return view(*args, **kwargs)
 
-        return guarded  # type: ignore[return-value]
+        return documented("apiKey", roles)(guarded)  # type: ignore[arg-type]
 
     return decorate
 
@@ -90,4 +108,4 @@ def requires_user(view: F) -> F:
             raise ApiError(401, "invalid_token", error.message) from error
         return view(*args, user_id=user_id, **kwargs)
 
-    return guarded  # type: ignore[return-value]
+    return documented("userToken")(guarded)  # type: ignore[arg-type]

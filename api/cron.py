@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from api.auth import bearer_token
+from api.auth import bearer_token, documented
 from api.blueprint import Blueprint
 from api.errors import ApiError
 from api.runtime import dispatch_charges_now, now, runtime
@@ -45,7 +45,7 @@ def requires_cron_secret(view: Callable[..., Any]) -> Callable[..., Any]:
             raise ApiError(401, "unauthorized", "The cron secret is missing or wrong.")
         return view(*args, **kwargs)
 
-    return guarded
+    return documented("cronSecret")(guarded)
 
 
 @blp.route("/process-sms-billing", methods=["POST"])

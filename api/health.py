@@ -11,12 +11,19 @@ blp = Blueprint("health", __name__, description="Liveness and readiness")
 
 
 @blp.route("/healthz")
+@blp.doc(responses={"200": {"description": '`{"status": "ok"}`'}})
 def healthz() -> tuple[dict[str, str], int]:
     """The process answers."""
     return {"status": "ok"}, 200
 
 
 @blp.route("/readyz")
+@blp.doc(
+    responses={
+        "200": {"description": "`{status, checks}`: database (and Redis) answer"},
+        "503": {"description": "a dependency does not answer; `checks` names it"},
+    }
+)
 def readyz() -> tuple[dict[str, object], int]:
     """The database answers, and Redis when jobs run on it (`REDIS_URL`)."""
     checks: dict[str, str] = {}

@@ -7,7 +7,7 @@ import os
 import time
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, Response, g, request
+from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -16,14 +16,20 @@ from prometheus_client import (
     multiprocess,
 )
 
+from api.blueprint import Blueprint
 from api.runtime import transaction
 from billing.metrics import HTTP_LATENCY, HTTP_REQUESTS, INVOICES
 from billing.tables import INVOICE_STATUSES, invoices
 
-blp = Blueprint("metrics", __name__)
+blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 
 
 @blp.route("/metrics")
+@blp.doc(
+    responses={
+        "200": {"description": "prometheus-client's text format", "content": {"text/plain": {}}}
+    }
+)
 def metrics() -> Response:
     """Every metric of billing/metrics.py; invoices by status are counted now."""
     counts = dict(
@@ -56,6 +62,6 @@ def _finish(response: Response) -> Response:
 
 
 def instrument(app: Flask) -> None:
+    """Count and time every request (the blueprint is registered with the API, documented)."""
     app.before_request(_start)
     app.after_request(_finish)
-    app.register_blueprint(blp)

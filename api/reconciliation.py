@@ -138,6 +138,31 @@ def _who() -> str:
 
 @blp.route("/runs", methods=["POST"])
 @requires(*READERS)
+@blp.doc(
+    requestBody={
+        "required": True,
+        "content": {
+            "application/json": {"schema": RunIn},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["from", "to", "statement"],
+                    "properties": {
+                        "from": {"type": "string", "format": "date-time"},
+                        "to": {"type": "string", "format": "date-time"},
+                        "window_minutes": {"type": "integer"},
+                        "mapping": {"type": "string", "description": "a JSON object"},
+                        "statement": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    },
+    responses={
+        "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+        "503": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+    },
+)
 @blp.response(201, RunOut)
 def create_run() -> dict[str, Any]:
     """Reconcile a range: `{"from", "to", "source": "sippy"}` as JSON, or multipart with the

@@ -21,6 +21,15 @@ from api.errors import ApiError
 from api.fields import money_text
 from api.group_commit import GroupCommitter
 from api.runtime import now, runtime, transaction
+from api.usage_docs import (
+    CheckDoc,
+    DecisionDoc,
+    UsageAnswerDoc,
+    UsageBatchDoc,
+    UsageEventDoc,
+    answer,
+    body,
+)
 from billing.errors import InvalidUsage
 from billing.metrics import USAGE_EVENTS
 from billing.presend import Decision, check_send, parse_check
@@ -59,6 +68,15 @@ def present_result(result: UsageResult) -> dict[str, Any]:
 
 @blp.route("", methods=["POST"])
 @requires("service")
+@blp.doc(
+    requestBody=body(UsageEventDoc, UsageBatchDoc),
+    responses={
+        "201": answer("at least one event posted", UsageAnswerDoc),
+        "200": answer("every event was a replay", UsageAnswerDoc),
+        "409": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+        "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+    },
+)
 def post_usage() -> Any:
     """Post one usage event, or `{"events": [...]}` (up to 10,000), atomically and idempotently
     by `message_id`: 201 when anything was posted, 200 when every event was a replay."""
@@ -162,6 +180,14 @@ def present_decision(decision: Decision) -> dict[str, Any]:
 @blp.route("/check", methods=["POST"])
 @fail_open
 @requires("service")
+@blp.doc(
+    requestBody=body(CheckDoc),
+    responses={
+        "200": answer("the decision", DecisionDoc),
+        "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+        "503": {"description": "the engine failed: `allowed` is true (fail open)"},
+    },
+)
 def check() -> Any:
     """May this user send now? `allowed`/`should_block` with a `reason` code when blocked."""
     parsed = parse_check(_body())

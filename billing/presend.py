@@ -38,6 +38,15 @@ class SendCheck:
     prefix: str | None = None
 
 
+# Why a send is blocked (Appendix A); None when it is allowed.
+REASONS = (
+    "customer_suspended",
+    "pending_billings_require_approval",
+    "max_pending_invoices",
+    "credit_limit_exceeded",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
