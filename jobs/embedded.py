@@ -1,6 +1,7 @@
 """Jobs in process, for the embedded default (no `REDIS_URL`): a daemon thread that runs the
 same job functions the scheduler would enqueue, at the same times (SPEC §6 close times, the
-threshold check every minute) plus the charge and webhook sweeps on every tick. A restart runs
+threshold check every minute, yesterday's reconciliation from 05:00) plus the charge and webhook
+sweeps on every tick. A restart runs
 each close once at start; the jobs are idempotent, so that only catches up what was missed.
 `wake()` runs a tick at once (an admin asked for a charge now)."""
 
@@ -15,6 +16,7 @@ from billing.periods import SCHEDULED, last_close_time
 from jobs.billing import billing_cycle
 from jobs.notifications import deliver_notifications
 from jobs.payments import dispatch_charges
+from jobs.reconciliation import reconcile_yesterday
 from jobs.schedule import THRESHOLD_INTERVAL_SECONDS
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,11 @@ class EmbeddedScheduler:
         run: Callable[[str], object] = billing_cycle,
         poll_seconds: float = 5.0,
         sweeps: tuple[Callable[[], object], ...] = (dispatch_charges, deliver_notifications),
+        daily: Callable[[], object] | None = reconcile_yesterday,
     ) -> None:
         self.clock, self.run, self.poll_seconds, self.sweeps = clock, run, poll_seconds, sweeps
+        self.daily = daily
+        self.last_daily: datetime | None = None
         self.last_close: dict[str, datetime] = {}
         self.last_threshold: datetime | None = None
         self._stop = threading.Event()
@@ -50,6 +55,11 @@ class EmbeddedScheduler:
             ran.append("threshold")
         for sweep in self.sweeps:
             self._guarded(sweep)
+        morning = now.replace(hour=5, minute=0, second=0, microsecond=0)
+        if self.daily is not None and now >= morning and self.last_daily != morning:
+            self._guarded(self.daily)
+            self.last_daily = morning
+            ran.append("reconcile")
         return ran
 
     def _guarded(self, job: Callable[..., object], *args: str) -> None:

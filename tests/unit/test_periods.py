@@ -100,7 +100,7 @@ def test_the_embedded_scheduler_runs_each_close_once_per_close_time() -> None:
 
     now = [at(2026, 11, 24, 1, 0)]
     ran: list[str] = []
-    scheduler = EmbeddedScheduler(lambda: now[0], run=ran.append, sweeps=())
+    scheduler = EmbeddedScheduler(lambda: now[0], run=ran.append, sweeps=(), daily=None)
     assert scheduler.tick() == ["daily", "weekly", "monthly", "threshold"]  # catch-up at start
     now[0] = at(2026, 11, 24, 1, 0, 30)
     assert scheduler.tick() == []
@@ -110,3 +110,24 @@ def test_the_embedded_scheduler_runs_each_close_once_per_close_time() -> None:
     assert scheduler.tick() == []
     now[0] = at(2026, 11, 30, 3, 1)
     assert scheduler.tick() == ["daily", "weekly", "threshold"]
+
+
+def test_the_embedded_scheduler_reconciles_once_each_morning_and_sweeps_every_tick() -> None:
+    from jobs.embedded import EmbeddedScheduler
+
+    now = [at(2026, 11, 24, 4, 59)]
+    swept: list[str] = []
+    scheduler = EmbeddedScheduler(
+        lambda: now[0],
+        run=lambda _: None,
+        sweeps=(lambda: swept.append("sweep"),),
+        daily=lambda: swept.append("reconcile"),
+    )
+    assert "reconcile" not in scheduler.tick()
+    now[0] = at(2026, 11, 24, 5, 0)
+    assert "reconcile" in scheduler.tick()
+    now[0] = at(2026, 11, 24, 23, 0)
+    assert "reconcile" not in scheduler.tick()
+    now[0] = at(2026, 11, 25, 6, 0)
+    assert "reconcile" in scheduler.tick()
+    assert swept.count("sweep") == 4 and swept.count("reconcile") == 2
