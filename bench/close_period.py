@@ -22,10 +22,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from bench.repeated import load, settle, timed_runs
+from bench.repeated import load, provision, settle, timed_runs
 from billing.closing import close_periods
 from billing.config import BillingDefaults
-from billing.customers import provision_customers
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.pgserver import migrated_database
@@ -86,10 +85,7 @@ def main() -> None:
         sessions = make_session_factory(engine)
         started = time.perf_counter()
         with unit_of_work(sessions) as session:
-            provision_customers(session, [f"c{n}" for n in range(args.customers)], "USD", DAY)
-            revenue = session.execute(
-                sa.text("SELECT id FROM accounts WHERE code = 'revenue:sms:USD'")
-            ).scalar_one()
+            revenue = provision(session, args.customers, DAY, "revenue:sms:USD")
             params = {"day": DAY, "transfers": args.transfers, "customers": args.customers}
             load(session, LOAD, {**params, "revenue": revenue})
         settle(engine)

@@ -27,8 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bench.repeated import load, settle, timed_runs
-from billing.customers import provision_customers
+from bench.repeated import load, provision, settle, timed_runs
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from reconciliation.runs import reconcile
 from reconciliation.statements import parse_statement_csv
@@ -111,10 +110,7 @@ def main() -> None:
         sessions = make_session_factory(engine)
         started = time.perf_counter()
         with unit_of_work(sessions) as session:
-            provision_customers(session, [f"c{n}" for n in range(args.customers)], "USD", START)
-            clearing = session.execute(
-                sa.text("SELECT id FROM accounts WHERE code = 'sippy:clearing:USD'")
-            ).scalar_one()
+            clearing = provision(session, args.customers, START, "sippy:clearing:USD")
             params = {"customers": args.customers, "lines": args.lines, "start": START}
             load(session, LOAD, {**params, "clearing": clearing})
         with engine.connect() as connection:

@@ -6,16 +6,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+
+from billing.customers import provision_customers
 
 T = TypeVar("T")
 
 # Autovacuum (insert-triggered since PostgreSQL 13) and checkpoints leave data that was written
 # over a day or a month with hint bits set and nothing dirty: the state a scheduled job meets.
 SETTLE = ("VACUUM (ANALYZE)", "CHECKPOINT")
+
+
+def provision(session: Session, customers: int, at: datetime, system_account: str) -> int:
+    """Customers `c0`… with their accounts, through the service; the id of `system_account`
+    (the other side of the scenario's transfers)."""
+    provision_customers(session, [f"c{n}" for n in range(customers)], "USD", at)
+    found: int = session.execute(
+        sa.text("SELECT id FROM accounts WHERE code = :code"), {"code": system_account}
+    ).scalar_one()
+    return found
 
 
 def load(session: Session, script: str, params: Mapping[str, Any]) -> None:
