@@ -56,7 +56,8 @@ FROM bench_invoices;
 INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
                        debit_account_id, credit_account_id, amount, currency,
                        effective_at, posted_at, metadata)
-SELECT gen_random_uuid(), gen_random_uuid(), 'settlement', 'settlement:' || i.id, 0,
+SELECT gen_random_uuid(), gen_random_uuid(), 'settlement',
+       'settlement:smsledger:' || i.id || ':' || i.attempt, 0,
        md5(i.id::text),
        :clearing, r.id, i.amount, 'USD', i.at, i.at,
        jsonb_build_object('invoice_id', i.id::text,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from billing.chart import receivable_code, system_code
 from billing.config import BillingDefaults
 from billing.errors import UnknownInvoice
+from billing.invoices import settlement_key
 from billing.notifications import store_notifications
 from billing.settings import effective_settings
 from billing.sippy.client import ChargeOutcome, Payment, SippyError
@@ -170,9 +171,7 @@ def plan_charge(
         # Usage below half a minor unit rounds to nothing: there is nothing to collect.
         _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None)
         return Skip("paid")
-    account = session.execute(
-        sa.select(customers.c.sippy_account_id).where(customers.c.user_id == invoice.customer_id)
-    ).scalar_one()
+    account = _account_of(session, invoice.customer_id)
     attempt_id = uuid6.uuid7()
     attempt = {
         "id": attempt_id,
@@ -297,6 +296,12 @@ def due_charges(
     return list(dict.fromkeys(found))
 
 
+def _account_of(session: Session, customer_id: str) -> Any:
+    return session.execute(
+        sa.select(customers.c.sippy_account_id).where(customers.c.user_id == customer_id)
+    ).scalar_one_or_none()
+
+
 def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Any:
     return session.execute(
         sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
@@ -349,6 +354,26 @@ def settle_from_statement(
     attempt = session.execute(
         sa.select(payment_attempts).where(payment_attempts.c.reference == reference)
     ).one_or_none()
+    if attempt is None:  # charged outside our attempts (by hand in Sippy): record it as one
+        session.execute(
+            sa.insert(payment_attempts).values(
+                id=uuid6.uuid7(),
+                invoice_id=invoice.id,
+                attempt_no=invoice.attempts + 1,
+                reference=reference,
+                customer_id=invoice.customer_id,
+                sippy_account_id=_account_of(session, invoice.customer_id),
+                amount_micros=invoice.amount_micros,
+                currency=invoice.currency,
+                status="started",
+                code="reconciliation",
+                started_at=charged_at,
+            )
+        )
+        _update_invoice(session, invoice.id, now, attempts=invoice.attempts + 1)
+        attempt = session.execute(
+            sa.select(payment_attempts).where(payment_attempts.c.reference == reference)
+        ).one()
     return _settle(
         session, invoice, reference, attempt, payment_id, now, defaults, effective_at=charged_at
     )
@@ -365,12 +390,18 @@ def _settle(
     effective_at: datetime | None = None,
 ) -> str:
     """Post the invoice's one settlement (its idempotency key is the invoice: a second
-    accepted attempt could never post another) and mark it paid."""
+    accepted attempt could never post another) and mark it paid. The settlement names the Sippy
+    account charged, so reconciliation finds it even without the attempt row."""
+    account = (
+        attempt.sippy_account_id
+        if attempt is not None
+        else _account_of(session, invoice.customer_id)
+    )
     post_entry(
         session,
         EntryRequest(
             Kind.SETTLEMENT,
-            f"settlement:{invoice.id}",
+            settlement_key(reference),
             (
                 Leg(
                     system_code("sippy:clearing", invoice.currency),
@@ -380,7 +411,12 @@ def _settle(
             ),
             effective_at=effective_at,
             description=f"invoice {invoice.id} paid through Sippy",
-            metadata={"invoice_id": str(invoice.id), "reference": reference},
+            metadata={
+                "invoice_id": str(invoice.id),
+                "reference": reference,
+                "customer_id": invoice.customer_id,
+                "sippy_account_id": account,
+            },
         ),
         now,
     )

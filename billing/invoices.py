@@ -84,6 +84,13 @@ def invoice_lines_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     )
 
 
+def settlement_key(reference: str) -> str:
+    """One settlement per successful charge, keyed by the charge's unique reference: a charge
+    can never be settled twice, and an invoice whose settlement was reversed (Sippy had no such
+    debit) can be charged and settled again under its new attempt."""
+    return f"settlement:{reference}"
+
+
 def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     """Every charge attempt of the invoice, first first."""
     return list(
@@ -95,11 +102,15 @@ def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     )
 
 
-def _keys(invoice_id: uuid.UUID) -> list[tuple[str, str]]:
+def _keys(session: Session, invoice_id: uuid.UUID) -> list[tuple[str, str]]:
+    settlements = [
+        (Kind.SETTLEMENT.value, settlement_key(attempt.reference))
+        for attempt in payment_attempts_of(session, invoice_id)
+    ]
     return [
+        *settlements,
         (Kind.INVOICE.value, f"invoice:{invoice_id}"),
         (Kind.ROUNDING.value, f"rounding:{invoice_id}"),
-        (Kind.SETTLEMENT.value, f"settlement:{invoice_id}"),
         (Kind.REVERSAL.value, f"cancel:invoice:{invoice_id}"),
         (Kind.REVERSAL.value, f"cancel:rounding:{invoice_id}"),
         (Kind.ADJUSTMENT.value, f"write-off:{invoice_id}"),
@@ -109,7 +120,7 @@ def _keys(invoice_id: uuid.UUID) -> list[tuple[str, str]]:
 def invoice_transfers(session: Session, invoice_id: uuid.UUID) -> list[Transfer]:
     """The ledger transfers an invoice caused, found by their idempotency keys (indexed)."""
     found: list[Transfer] = []
-    for kind, key in _keys(invoice_id):
+    for kind, key in _keys(session, invoice_id):
         found.extend(
             select_transfers(session, transfers.c.kind == kind, transfers.c.idempotency_key == key)
         )

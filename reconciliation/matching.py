@@ -210,25 +210,28 @@ def _stage_ledger(session: Session, start: datetime, end: datetime) -> None:
     recon = settled.c.metadata["reconciliation"].as_string()
     in_range = sa.and_(settled.c.effective_at >= start, settled.c.effective_at < end)
     epoch = sa.cast(sa.extract("epoch", settled.c.effective_at), sa.BigInteger)
+    account = settled.c.metadata["sippy_account_id"].as_string()
+    customer = settled.c.metadata["customer_id"].as_string()
     settlements = (
         sa.select(
             settled.c.id,
             reference,
-            payment_attempts.c.sippy_account_id,
-            payment_attempts.c.customer_id,
+            # Settlements name their account since issue 6; older ones through their attempt.
+            sa.func.coalesce(account, payment_attempts.c.sippy_account_id),
+            sa.func.coalesce(customer, payment_attempts.c.customer_id),
             settled.c.effective_at,
             epoch,
             settled.c.amount,
             settled.c.currency,
         )
-        .join(payment_attempts, payment_attempts.c.reference == reference)
+        .outerjoin(payment_attempts, payment_attempts.c.reference == reference)
         .where(settled.c.kind == Kind.SETTLEMENT.value, in_range, _not_reversed(settled))
     )
     receipts = sa.select(
         settled.c.id,
         reference,
-        settled.c.metadata["sippy_account_id"].as_string(),
-        settled.c.metadata["customer_id"].as_string(),
+        account,
+        customer,
         settled.c.effective_at,
         epoch,
         settled.c.amount,

@@ -116,7 +116,7 @@ def settlements(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[
         sessions,
         transfers,
         transfers.c.kind == "settlement",
-        transfers.c.idempotency_key == f"settlement:{invoice_id}",
+        transfers.c.metadata["invoice_id"].as_string() == str(invoice_id),
     )
 
 

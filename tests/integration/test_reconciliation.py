@@ -117,6 +117,13 @@ def run(sessions: sessionmaker[Session], client: SippyClient, clock: Clock) -> A
     )
 
 
+def accept(sessions: sessionmaker[Session], run_id: uuid.UUID, item_id: int, clock: Clock) -> Any:
+    return run_in_transaction(
+        sessions,
+        lambda s: resolve(s, run_id, item_id, "accept", "accountant", "fixed", clock(), DEFAULTS),
+    )
+
+
 def items_of(sessions: sessionmaker[Session], run_id: uuid.UUID) -> list[Any]:
     with unit_of_work(sessions) as session:
         return run_items(session, run_id, differences_only=False)
@@ -268,3 +275,30 @@ def test_matching_falls_back_to_account_amount_and_time(
         )
         normal = [i for i in items_of(sessions, result.id) if i.customer_id == "normal"]
         assert sorted(i.kind for i in normal) == kinds, window
+
+
+def test_an_invoice_reversed_by_reconciliation_then_charged_by_hand_settles_and_matches(
+    sessions: sessionmaker[Session], client: SippyClient, clock: Clock, day: dict[str, uuid.UUID]
+) -> None:
+    """Sippy never had the phantom charge: accepting reverses its settlement and fails the
+    invoice; an operator then charges it by hand in Sippy with the invoice's reference shape (no
+    attempt of ours): the next run proposes settling it, and the run after matches."""
+    first = run(sessions, client, clock)
+    (phantom,) = [i for i in items_of(sessions, first.id) if i.customer_id == "phantom"]
+    clock.now = at(2026, 11, 24, 6)
+    accept(sessions, first.id, phantom.id, clock)
+    (invoice,) = rows(sessions, invoices, invoices.c.customer_id == "phantom")
+    assert invoice.status == "failed" and invoice.next_retry_at is None
+    reference = f"smsledger:{invoice.id}:{uuid.uuid4()}"
+    assert client.debit(1003, Money(20_000, "USD"), reference, clock()).status == "accepted"
+    second = run(sessions, client, clock)
+    (item,) = [i for i in items_of(sessions, second.id) if i.reference == reference]
+    assert item.kind == "missing_in_ledger" and item.proposal["action"] == "settle_invoice"
+    accept(sessions, second.id, item.id, clock)
+    (invoice,) = rows(sessions, invoices, invoices.c.customer_id == "phantom")
+    assert invoice.status == "paid" and invoice.attempts == 2
+    third = run(sessions, client, clock)
+    matched = [i for i in items_of(sessions, third.id) if i.customer_id == "phantom"]
+    assert [(i.kind, i.match_rule) for i in matched] == [("matched", "reference")]
+    with unit_of_work(sessions) as session:
+        assert check_ledger(session) == []
