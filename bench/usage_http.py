@@ -129,6 +129,53 @@ def parse_wrk(output: str) -> dict[str, float]:
     return result
 
 
+def start_gunicorn(
+    options: str, app: str, env: dict[str, str], ready_path: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn with `options` serving `app` on a free port, once `ready_path` answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gunicorn = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            *options.split(),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.request("POST" if ready_path == "/ok" else "GET", base + ready_path, timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    return gunicorn, base
+
+
+TRIVIAL_POST = """
+request = function()
+  return wrk.format("POST", "/ok", {["Content-Type"] = "application/json"},
+    '{"message_id": "m", "user_id": "c1", "destination": "+447400123456", "segments": 1}')
+end
+"""
+
+
+def measure_trivial(wrk: str, options: str, seconds: int) -> dict[str, float]:
+    """The same gunicorn settings serving a Flask endpoint that does nothing: the HTTP limit."""
+    gunicorn, base = start_gunicorn(options, "bench.trivial_app:app", dict(os.environ), "/ok")
+    try:
+        return run_wrk(wrk, TRIVIAL_POST, base, 16, seconds)
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=20)
+
+
 def post_batches(base: str, key: str, batches: int, clients: int) -> float:
     def client(index: int) -> None:
         session = requests.Session()
@@ -178,29 +225,9 @@ def main() -> None:
                 add_rates(session, parse_sheet((ROOT / "examples" / "rates.csv").read_text()), NOW)
                 key, _ = create_key(session, "service", "bench", NOW)
 
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
+            trivial = measure_trivial(wrk, args.gunicorn, args.seconds)
             env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
-            gunicorn = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "gunicorn"),
-                    *args.gunicorn.split(),
-                    "-b",
-                    f"127.0.0.1:{port}",
-                    "--log-level",
-                    "warning",
-                    "wsgi:app",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.2)
+            gunicorn, base = start_gunicorn(args.gunicorn, "wsgi:app", env, "/healthz")
             warm = [
                 {
                     "message_id": f"warm-{n}",
@@ -265,6 +292,14 @@ def main() -> None:
             f" ({check_idle['rps']:,.0f}/s)",
         ),
         ("batches of 1,000 events, 2 clients", f"{batch_rate:,.0f} events/s"),
+        (
+            "trivial Flask endpoint, same gunicorn, 16 connections (the HTTP limit)",
+            f"{trivial['rps']:,.0f} requests/s",
+        ),
+        (
+            "single-event posts, 16 connections / the HTTP limit",
+            f"{single_16['rps'] / trivial['rps']:.0%}",
+        ),
     ]
     print("| measure | figure |")
     print("|---|---|")
@@ -275,6 +310,7 @@ def main() -> None:
         ("single 16", single_16),
         ("check", check),
         ("check idle", check_idle),
+        ("trivial", trivial),
     ):
         if figures["non_2xx"] or figures["socket_errors"]:
             print(
