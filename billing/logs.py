@@ -28,3 +28,14 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(logger: logging.Logger, message: str) -> None:
+    """A configuration warning a sweep would otherwise repeat every few seconds: logged once
+    per process."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.config import BillingDefaults
+from billing.logs import warn_once
 from billing.notifications import public_notification
 from billing.settings import effective_settings
 from billing.tables import customers, notifications, webhook_deliveries
@@ -123,7 +124,7 @@ def deliver_due(
     """Deliver one batch of due notifications; what happened to them."""
     summary = DeliverySummary()
     if not secret:
-        log.warning("WEBHOOK_SIGNING_SECRET is not set: webhooks wait until it is")
+        warn_once(log, "WEBHOOK_SIGNING_SECRET is not set: webhooks wait until it is")
         return summary
     batch = run_in_transaction(sessions, lambda s: claim_due(s, clock(), defaults, limit, summary))
     for row, url in batch:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from billing.charging import charge_invoice as charge_step
 from billing.charging import due_charges
+from billing.logs import warn_once
 from billing.metrics import CHARGES, timed_job
 from billing.outbox import claim_outbox
 from jobs.context import current, hand_off
@@ -39,8 +40,12 @@ def charge_invoice(invoice_id: str) -> str:
 
 
 def dispatch_charges() -> dict[str, int]:
-    """Hand every due charge to a `charge_invoice` job; how many."""
+    """Hand every due charge to a `charge_invoice` job; how many. Without Sippy configured
+    nothing is claimed: the charges stay due (and queued) until it is."""
     context = current()
+    if context.gateway is None:
+        warn_once(log, "SIPPY_URL is not set: due charges wait until it is")
+        return {"dispatched": 0}
     now = context.clock()
 
     def claim(session: Session) -> list[uuid.UUID]:

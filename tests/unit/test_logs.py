@@ -33,3 +33,17 @@ def test_text_lines_for_humans(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("text")
     logging.getLogger("smsledger.test").warning("hello")
     assert "WARNING smsledger.test hello" in capsys.readouterr().err
+
+
+def test_a_configuration_warning_is_logged_once_per_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from billing.logs import warn_once
+
+    logger = logging.getLogger("smsledger.test")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            warn_once(logger, "SOMETHING is not set (test)")
+    assert [r.getMessage() for r in caplog.records] == ["SOMETHING is not set (test)"]
