@@ -19,11 +19,17 @@ from sqlalchemy.orm import Session
 from billing.chart import CUSTOMER_ID, system_code, unbilled_code
 from billing.config import BillingDefaults
 from billing.currency import validate_currency
-from billing.customers import Customer, find_customers, provision_customers
+from billing.customers import Customer, find_customers_with_overrides, provision_customers
 from billing.errors import InvalidUsage, UnknownCustomer
 from billing.instants import parse_instant
 from billing.rating import Destination, count_segments, parse_destination, rate_cache
-from billing.settings import GLOBAL_SCOPE, effective_settings
+from billing.settings import (
+    GLOBAL_SCOPE,
+    Settings,
+    effective_settings,
+    global_settings,
+    merge,
+)
 from billing.tables import usage_counters
 from billing.thresholds import after_usage
 from ledger.errors import LedgerError
@@ -232,9 +238,8 @@ def ingest_usage(
     unpriceable destination), IdempotencyConflict.
     """
     user_ids = {event.user_id for event in events}
-    customers = find_customers(session, user_ids)
+    customers, settings = _customers_and_settings(session, user_ids, defaults, now)
     unknown = user_ids - customers.keys()
-    settings = effective_settings(session, user_ids, defaults, now)
     if unknown:
         if not defaults.auto_create_customers:
             raise UnknownCustomer(
@@ -256,6 +261,24 @@ def ingest_usage(
     _count(session, [r for r in posted if r.status == "posted"])
     after_usage(session, {r.transfer.metadata["user_id"] for r in posted}, settings, now)  # type: ignore[index]
     return posted
+
+
+def _customers_and_settings(
+    session: Session, user_ids: set[str], defaults: BillingDefaults, now: datetime
+) -> tuple[dict[str, Customer], dict[str, Settings]]:
+    """The senders and their effective settings. Known senders come with their overrides in one
+    statement, on the global settings the pre-send check also reads (held per process for
+    `GLOBAL_CACHE_SECONDS`); a first-time sender (who may have overrides already) takes the full
+    read. Measured: one round trip less per post (bench.profile_ingest)."""
+    found = find_customers_with_overrides(session, user_ids)
+    known = {user_id: customer for user_id, (customer, _) in found.items()}
+    if len(found) < len(user_ids):
+        return known, effective_settings(session, user_ids, defaults, now)
+    base = global_settings(session, defaults, now)
+    settings = {GLOBAL_SCOPE: base}
+    for user_id, (_, overrides) in found.items():
+        settings[user_id] = merge(base, overrides or {})
+    return known, settings
 
 
 def _rate(
