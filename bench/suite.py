@@ -1,0 +1,155 @@
+"""Every benchmark in one run, side by side with the physical limits and the peer ledger
+(issue 8), written to `docs/benchmarks-suite.md`.
+
+    .venv/bin/python -m bench.suite [--quick]
+
+Runs each benchmark module as its own process (each starts its own throwaway PostgreSQL the way
+the tests do), reads the figures from the table it prints, and puts them next to the limits:
+batch ingestion against `COPY` of the same rows, single posts against a do-nothing Flask endpoint
+under the same gunicorn settings, posting against django-hordak, and the close and the
+reconciliation at growing sizes (linear or worse). `--quick` divides every size by ten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks-suite.md"
+
+
+def run(module: str, *args: str) -> str:
+    """The benchmark's printed report (its stderr is left on the terminal)."""
+    command = [sys.executable, "-m", module, *args]
+    print("running:", " ".join(command[1:]), flush=True)
+    return subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def figure(report: str, label: str, unit: str = "") -> float:
+    """The first number after `label` in a report's table row."""
+    row = next(line for line in report.splitlines() if label in line)
+    cells = row.split("|")[2:] if row.startswith("|") else [row]
+    found = re.search(r"([\d,]+(?:\.\d+)?)\s*" + re.escape(unit), "|".join(cells))
+    if found is None:
+        raise ValueError(f"no figure for {label!r} in: {row}")
+    return float(found.group(1).replace(",", ""))
+
+
+def growth_row(label: str, seconds: dict[int, float]) -> str:
+    """Seconds per size and the factor of each tenfold step (10 or less: linear)."""
+    sizes = sorted(seconds)
+    figures = ", ".join(f"{n:,}: {seconds[n]:.2f}" for n in sizes)
+    steps = ", ".join(f"{seconds[b] / seconds[a]:.1f}" for a, b in itertools.pairwise(sizes))
+    return f"| {label} | {figures} | {steps} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every size divided by ten")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    started = time.perf_counter()
+
+    copy = run("bench.copy_limit", "--rows", str(100_000 // scale))
+    http = run("bench.usage_http", "--seconds", "10")
+    hordak = run("bench.peer.vs_hordak", "--postings", str(5_000 // scale))
+    posting = run("bench.ledger_posting", "--batches", "10", "--singles", "800")
+    closes = {
+        n: run("bench.close_period", "--transfers", str(n), "--customers", str(max(n // 100, 10)))
+        for n in (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
+    }
+    reconciles = {
+        n: run("bench.reconcile", "--lines", str(n), "--customers", str(max(n // 10, 10)))
+        for n in (10_000 // scale, 100_000 // scale)
+    }
+
+    copy_rate = figure(copy, "COPY", "rows/s")
+    batch_rate = figure(http, "batches of 1,000 events", "events/s")
+    single_16 = figure(http, "single-event posts, 16 connections |", "events/s")
+    trivial = figure(http, "trivial Flask endpoint", "requests/s")
+    check = re.search(r"during those 16-connection posts, p50 / p99 \| ([\d.]+) / ([\d.]+)", http)
+    ours_single = figure(hordak, "one per transaction", "/s")
+    ours_batch = figure(hordak, "batches of", "/s")
+    peer = re.findall(r"\| ([\d,]+)/s \| [\d.]+ times", hordak)
+    theirs = [float(x.replace(",", "")) for x in peer]
+    as_of = figure(posting, "balance read as_of p50 ms")
+    close_s = {n: figure(r, "median of", "s") for n, r in closes.items()}
+    recon_s = {n: figure(r, "median of", "s") for n, r in reconciles.items()}
+
+    rows = [
+        (
+            "usage batches of 1,000 over HTTP",
+            f"{batch_rate:,.0f} events/s",
+            f"COPY {copy_rate:,.0f} rows/s",
+            batch_rate / copy_rate,
+            "at least 0.25",
+        ),
+        (
+            "single posts over HTTP, 16 connections",
+            f"{single_16:,.0f} events/s",
+            f"do-nothing endpoint {trivial:,.0f} req/s",
+            single_16 / trivial,
+            "none",
+        ),
+        (
+            "posting, one per transaction",
+            f"{ours_single:,.0f}/s",
+            f"django-hordak {theirs[0]:,.0f}/s",
+            ours_single / theirs[0],
+            "at least 5",
+        ),
+        (
+            "posting, batches of 1,000",
+            f"{ours_batch:,.0f}/s",
+            f"django-hordak {theirs[1]:,.0f}/s",
+            ours_batch / theirs[1],
+            "at least 5",
+        ),
+    ]
+    check_line = (
+        f"Pre-send check during the 16-connection posts: p50 / p99 {check.group(1)} /"
+        f" {check.group(2)} ms. "
+        if check
+        else ""
+    )
+    reports = (copy, http, hordak, posting, *closes.values(), *reconciles.values())
+    lines = [
+        f"# Benchmark suite — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `python -m bench.suite{' --quick' if args.quick else ''}`; machine:"
+        f" {platform.machine()}, python {platform.python_version()}; every figure below comes"
+        f" from this one run ({time.perf_counter() - started:,.0f} s), each benchmark in its own"
+        " process on its own throwaway PostgreSQL 15; medians where the benchmark repeats.",
+        "",
+        "| measure | smsledger | reference | ratio | target |",
+        "|---|---|---|---|---|",
+        *(f"| {m} | {o} | {r} | {x:.2f} | {t} |" for m, o, r, x, t in rows),
+        "",
+        f"{check_line}Balance read `as_of`: p50 {as_of:.2f} ms.",
+        "",
+        "| growth (seconds) | sizes | each size ten times the last |",
+        "|---|---|---|",
+        growth_row("period close", close_s),
+        growth_row("reconciliation", recon_s),
+        "",
+        "Sizes are the issue's (a tenth with `--quick`); a step factor of 10 or less is linear.",
+        "",
+        "## The reports as printed",
+        "",
+        *(f"```\n{report.strip()}\n```\n" for report in reports),
+    ]
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:16]))
+    print(f"written: {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
