@@ -166,31 +166,28 @@ def summary(user_id: str) -> dict[str, Any]:
 @blp.response(200, HistoryPageOut)
 def history(query: dict[str, Any], user_id: str) -> dict[str, Any]:
     """The user's invoices, newest first, with status and usage per country and prefix."""
-    page, per_page = query["page"], query["per_page"]
-    found, lines = transaction(
-        lambda s: billing_history(s, user_id, query.get("status"), per_page, (page - 1) * per_page)
+    return paged(
+        query,
+        lambda s, limit, offset: billing_history(s, user_id, query.get("status"), limit, offset),
+        _history_item,
     )
+
+
+def _history_item(item: tuple[Any, list[Any]]) -> dict[str, Any]:
+    row, lines = item
     return {
-        "items": [
+        **_brief(row),
+        "frequency": row.frequency,
+        "message_count": row.message_count,
+        "segments": row.segments,
+        "breakdown": [
             {
-                **_brief(row),
-                "frequency": row.frequency,
-                "message_count": row.message_count,
-                "segments": row.segments,
-                "breakdown": [
-                    {
-                        "country": line.country,
-                        "prefix": line.prefix,
-                        "messages": line.messages,
-                        "segments": line.segments,
-                        "amount": format_micros(line.amount_micros, min_places=4),
-                    }
-                    for line in lines.get(row.id, [])
-                ],
+                "country": line.country,
+                "prefix": line.prefix,
+                "messages": line.messages,
+                "segments": line.segments,
+                "amount": format_micros(line.amount_micros, min_places=4),
             }
-            for row in found.items
+            for line in lines
         ],
-        "page": page,
-        "per_page": per_page,
-        "total": found.total,
     }

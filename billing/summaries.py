@@ -72,8 +72,8 @@ def billing_summary(
 
 def billing_history(
     session: Session, user_id: str, status: str | None, limit: int, offset: int
-) -> tuple[Page, dict[Any, list[Any]]]:
-    """The user's invoices, newest first, and each one's lines (per country and prefix)."""
+) -> Page:
+    """The user's invoices, newest first, each as (invoice, its lines per country and prefix)."""
     filters = [invoices.c.customer_id == user_id]
     if status is not None:
         filters.append(invoices.c.status == status)
@@ -87,4 +87,4 @@ def billing_history(
             .order_by(invoice_lines.c.country, invoice_lines.c.prefix)
         ).all():
             lines[line.invoice_id].append(line)
-    return page, lines
+    return Page([(row, lines.get(row.id, [])) for row in page.items], page.total)

@@ -69,13 +69,13 @@ def proposal(session: Session, item: Any) -> dict[str, Any]:
             "invoice_id": str(invoice.id),
             "description": f"Sippy charged invoice {invoice.id}: settle it",
             "entries": [
-                _entry("settlement", _system(CLEARING, sippy_cur), receivable, item, "sippy")
+                _entry("settlement", system_code(CLEARING, sippy_cur), receivable, item, "sippy")
             ],
         }
     reversal = _entry(
         "reversal",
         f"customer:{item.customer_id}:receivable",
-        _system(CLEARING, ledger_cur),
+        system_code(CLEARING, ledger_cur),
         item,
         "ledger",
     )
@@ -92,7 +92,7 @@ def proposal(session: Session, item: Any) -> dict[str, Any]:
         replaced["entries"].insert(0, reversal)
         return replaced
     delta = item.sippy_amount_micros - item.ledger_amount_micros
-    clearing, adjustments = _system(CLEARING, sippy_cur), _system(ADJUSTMENTS, sippy_cur)
+    clearing, adjustments = system_code(CLEARING, sippy_cur), system_code(ADJUSTMENTS, sippy_cur)
     debit, credit = (clearing, adjustments) if delta > 0 else (adjustments, clearing)
     return {
         "action": "adjust_amount",
@@ -110,10 +110,6 @@ def proposal(session: Session, item: Any) -> dict[str, Any]:
     }
 
 
-def _system(prefix: str, currency: str) -> str:
-    return system_code(prefix, currency)
-
-
 def _entry(kind: str, debit: str, credit: str, item: Any, side: str) -> dict[str, str]:
     micros = item.sippy_amount_micros if side == "sippy" else item.ledger_amount_micros
     currency = item.sippy_currency if side == "sippy" else item.ledger_currency
@@ -129,7 +125,11 @@ def _entry(kind: str, debit: str, credit: str, item: Any, side: str) -> dict[str
 def _receipt(item: Any, description: str) -> dict[str, Any]:
     currency = item.sippy_currency
     receipt = _entry(
-        "adjustment", _system(CLEARING, currency), _system(ADJUSTMENTS, currency), item, "sippy"
+        "adjustment",
+        system_code(CLEARING, currency),
+        system_code(ADJUSTMENTS, currency),
+        item,
+        "sippy",
     )
     return {"action": "record_receipt", "description": description, "entries": [receipt]}
 
