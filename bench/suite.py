@@ -8,6 +8,10 @@ the tests do), reads the figures from the table it prints, and puts them next to
 batch ingestion against `COPY` of the same rows, single posts against a do-nothing Flask endpoint
 under the same gunicorn settings, posting against django-hordak, and the close and the
 reconciliation at growing sizes (linear or worse). `--quick` divides every size by ten.
+
+The throughput benchmarks (HTTP, django-hordak) run `--repeat` times and every figure is the
+median of those runs; the limits, the close and the reconciliation repeat inside their own
+process (three runs each, median reported).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import itertools
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +48,11 @@ def figure(report: str, label: str, unit: str = "") -> float:
     return float(found.group(1).replace(",", ""))
 
 
+def median_figure(reports: list[str], label: str, unit: str = "") -> float:
+    """The median over repeated reports of one figure."""
+    return statistics.median(figure(report, label, unit) for report in reports)
+
+
 def growth_row(label: str, seconds: dict[int, float]) -> str:
     """Seconds per size and the factor of each tenfold step (10 or less: linear)."""
     sizes = sorted(seconds)
@@ -51,16 +61,34 @@ def growth_row(label: str, seconds: dict[int, float]) -> str:
     return f"| {label} | {figures} | {steps} |"
 
 
+def check_figures(report: str) -> tuple[str, str]:
+    """The pre-send check's p50 and p99 under ingestion load, from a `usage_http` report."""
+    found = re.search(r"during those 16-connection posts, p50 / p99 \| ([\d.]+) / ([\d.]+)", report)
+    if found is None:
+        raise ValueError("no pre-send check figures in the HTTP report")
+    return found.group(1), found.group(2)
+
+
+def peer_rates(report: str) -> list[float]:
+    """django-hordak's rates (singles, batches) from a `vs_hordak` report."""
+    return [float(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+)/s \| [\d.]+ times", report)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every size divided by ten")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each throughput benchmark (median)"
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     started = time.perf_counter()
 
     copy = run("bench.copy_limit", "--rows", str(100_000 // scale))
-    http = run("bench.usage_http", "--seconds", "10")
-    hordak = run("bench.peer.vs_hordak", "--postings", str(5_000 // scale))
+    https = [run("bench.usage_http", "--seconds", "10") for _ in range(args.repeat)]
+    hordaks = [
+        run("bench.peer.vs_hordak", "--postings", str(5_000 // scale)) for _ in range(args.repeat)
+    ]
     posting = run("bench.ledger_posting", "--batches", "10", "--singles", "800")
     closes = {
         n: run("bench.close_period", "--transfers", str(n), "--customers", str(max(n // 100, 10)))
@@ -68,18 +96,19 @@ def main() -> None:
     }
     reconciles = {
         n: run("bench.reconcile", "--lines", str(n), "--customers", str(max(n // 10, 10)))
-        for n in (10_000 // scale, 100_000 // scale)
+        for n in (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
     }
 
     copy_rate = figure(copy, "COPY", "rows/s")
-    batch_rate = figure(http, "batches of 1,000 events", "events/s")
-    single_16 = figure(http, "single-event posts, 16 connections |", "events/s")
-    trivial = figure(http, "trivial Flask endpoint", "requests/s")
-    check = re.search(r"during those 16-connection posts, p50 / p99 \| ([\d.]+) / ([\d.]+)", http)
-    ours_single = figure(hordak, "one per transaction", "/s")
-    ours_batch = figure(hordak, "batches of", "/s")
-    peer = re.findall(r"\| ([\d,]+)/s \| [\d.]+ times", hordak)
-    theirs = [float(x.replace(",", "")) for x in peer]
+    one_row_floor = figure(copy, "one per transaction", "rows/s")
+    batch_rate = median_figure(https, "batches of 1,000 events", "events/s")
+    single_16 = median_figure(https, "single-event posts, 16 connections |", "events/s")
+    trivial = median_figure(https, "trivial Flask endpoint", "requests/s")
+    check_p50 = statistics.median(float(check_figures(r)[0]) for r in https)
+    check_p99 = statistics.median(float(check_figures(r)[1]) for r in https)
+    ours_single = median_figure(hordaks, "one per transaction", "/s")
+    ours_batch = median_figure(hordaks, "batches of", "/s")
+    theirs = [statistics.median(peer_rates(report)[kind] for report in hordaks) for kind in (0, 1)]
     as_of = figure(posting, "balance read as_of p50 ms")
     close_s = {n: figure(r, "median of", "s") for n, r in closes.items()}
     recon_s = {n: figure(r, "median of", "s") for n, r in reconciles.items()}
@@ -107,6 +136,13 @@ def main() -> None:
             "at least 5",
         ),
         (
+            "posting, one per transaction",
+            f"{ours_single:,.0f}/s",
+            f"one-row INSERT + COMMIT {one_row_floor:,.0f}/s",
+            ours_single / one_row_floor,
+            "none (the floor)",
+        ),
+        (
             "posting, batches of 1,000",
             f"{ours_batch:,.0f}/s",
             f"django-hordak {theirs[1]:,.0f}/s",
@@ -115,19 +151,21 @@ def main() -> None:
         ),
     ]
     check_line = (
-        f"Pre-send check during the 16-connection posts: p50 / p99 {check.group(1)} /"
-        f" {check.group(2)} ms. "
-        if check
-        else ""
+        f"Pre-send check during the 16-connection posts: p50 / p99 {check_p50:.1f} /"
+        f" {check_p99:.1f} ms. django-hordak against the one-row floor:"
+        f" {theirs[0] / one_row_floor:.2f} (a ledger committing each posting alone can be at most"
+        f" {one_row_floor / theirs[0]:.1f} times django-hordak here). "
     )
-    reports = (copy, http, hordak, posting, *closes.values(), *reconciles.values())
+    reports = (copy, *https, *hordaks, posting, *closes.values(), *reconciles.values())
     lines = [
         f"# Benchmark suite — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `python -m bench.suite{' --quick' if args.quick else ''}`; machine:"
         f" {platform.machine()}, python {platform.python_version()}; every figure below comes"
         f" from this one run ({time.perf_counter() - started:,.0f} s), each benchmark in its own"
-        " process on its own throwaway PostgreSQL 15; medians where the benchmark repeats.",
+        " process on its own throwaway PostgreSQL 15; HTTP and django-hordak figures are medians"
+        f" of {args.repeat} runs of their benchmark, the others medians of the benchmark's own"
+        " repetitions.",
         "",
         "| measure | smsledger | reference | ratio | target |",
         "|---|---|---|---|---|",
