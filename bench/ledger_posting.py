@@ -1,12 +1,15 @@
 """Ledger posting throughput and balance-read latency on PostgreSQL, below HTTP.
 
-    .venv/bin/python -m bench.ledger_posting [--batches 30] [--singles 2000]
+    .venv/bin/python -m bench.ledger_posting [--batches 30] [--singles 2000] [--grow 0]
 
 Starts a throwaway PostgreSQL exactly as the tests do, migrates it, and measures:
 - batch posting: `post_entries` with 1,000 usage entries across 50 customers per unit of work;
 - single-entry posting: one entry per unit of work, with 1 and 16 client threads;
+- with `--grow N`: batches go on until `transfers` holds N rows, and the batch rate is reported
+  as the table passes 10^4, 10^5 and 10^6 rows (median of the last 10 batches at each mark):
+  how posting cost grows with the ledger;
 - balance reads: `account_balance` now and `as_of` a past instant on an account with many
-  transfers.
+  transfers (after the growth, when there is one).
 Figures are medians of repetitions in one run; the command line is printed with them.
 """
 
@@ -56,6 +59,22 @@ def bench_batches(sessions, batches: int, size: int = 1000) -> list[float]:  # t
     return rates
 
 
+def bench_growth(sessions, target: int, size: int = 1000) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """Batch rate (median of the last 10 batches) as the table passes each power of ten."""
+    with unit_of_work(sessions) as session:
+        posted = session.execute(sa.text("SELECT count(*) FROM transfers")).scalar_one()
+    marks = [10**k for k in range(4, 8) if posted < 10**k <= target]
+    window: list[float] = []
+    at_mark: dict[int, float] = {}
+    while posted < target:
+        window = [*window[-9:], *bench_batches(sessions, 1, size)]
+        posted += size
+        for mark in marks:
+            if posted >= mark and mark not in at_mark:
+                at_mark[mark] = statistics.median(window)
+    return at_mark
+
+
 def bench_singles(sessions, clients: int, total: int) -> float:  # type: ignore[no-untyped-def]
     per_client = total // clients
     barrier = threading.Barrier(clients)
@@ -92,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--singles", type=int, default=2000)
+    parser.add_argument("--grow", type=int, default=0, help="post batches up to this many rows")
     args = parser.parse_args()
 
     with migrated_database() as (url, pg_version):
@@ -104,6 +124,7 @@ def main() -> None:
         batch_rates = bench_batches(sessions, args.batches)
         single_1 = bench_singles(sessions, 1, args.singles // 4)
         single_16 = bench_singles(sessions, 16, args.singles)
+        growth = bench_growth(sessions, args.grow)
         # Older history on the read account so `as_of` has a tail to subtract.
         with unit_of_work(sessions) as session:
             post_entries(session, [usage(0, at=NOW - timedelta(days=2)) for _ in range(1000)], NOW)
@@ -123,6 +144,8 @@ def main() -> None:
     print(f"| batch post, 1,000 entries per unit of work | {batch:,.0f} entries/s |")
     print(f"| single-entry posts, 1 client | {single_1:,.0f} posts/s |")
     print(f"| single-entry posts, 16 clients | {single_16:,.0f} posts/s |")
+    for mark, rate in growth.items():
+        print(f"| batch post as `transfers` passes {mark:,} rows | {rate:,.0f} entries/s |")
     for label, value in reads.items():
         print(f"| balance read {label} | {value:.2f} |")
 

@@ -1,7 +1,8 @@
 """Every benchmark in one run, side by side with the physical limits and the peer ledger
-(issue 8), written to `docs/benchmarks-suite.md`.
+(issue 8): the summary table into `docs/benchmarks.md` (between its `bench.suite` markers), the
+summary and every raw report into `docs/benchmarks-suite.md`.
 
-    .venv/bin/python -m bench.suite [--quick]
+    .venv/bin/python -m bench.suite [--quick] [--repeat 3]
 
 Runs each benchmark module as its own process (each starts its own throwaway PostgreSQL the way
 the tests do), reads the figures from the table it prints, and puts them next to the limits:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import re
 import statistics
@@ -25,10 +27,14 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks-suite.md"
+SUMMARY = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench.suite: start -->", "<!-- bench.suite: end -->"
+LIBRARIES = ("Flask", "SQLAlchemy", "psycopg2-binary", "gunicorn")
 
 
 def run(module: str, *args: str) -> str:
@@ -74,6 +80,25 @@ def peer_rates(report: str) -> list[float]:
     return [float(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+)/s \| [\d.]+ times", report)]
 
 
+def versions(copy: str, hordak: str) -> str:
+    """PostgreSQL's, the libraries' on the measured path, and the peer's, as one line."""
+    server = re.search(r"PostgreSQL ([\d.]+)", copy)
+    peer = re.search(r"peer: (.*) \(", hordak)
+    ours = ", ".join(f"{name} {metadata.version(name)}" for name in LIBRARIES)
+    return (
+        f"PostgreSQL {server.group(1) if server else '?'}; {ours};"
+        f" peer: {peer.group(1) if peer else '?'}"
+    )
+
+
+def write_summary(summary: list[str]) -> None:
+    """The summary into docs/benchmarks.md, between its markers (kept in place)."""
+    text = SUMMARY.read_text()
+    before, _, rest = text.partition(START)
+    _, _, after = rest.partition(END)
+    SUMMARY.write_text(before + START + "\n" + "\n".join(summary) + "\n" + END + after)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every size divided by ten")
@@ -89,7 +114,15 @@ def main() -> None:
     hordaks = [
         run("bench.peer.vs_hordak", "--postings", str(5_000 // scale)) for _ in range(args.repeat)
     ]
-    posting = run("bench.ledger_posting", "--batches", "10", "--singles", "800")
+    posting = run(
+        "bench.ledger_posting",
+        "--batches",
+        "10",
+        "--singles",
+        "800",
+        "--grow",
+        str(1_000_000 // scale),
+    )
     closes = {
         n: run("bench.close_period", "--transfers", str(n), "--customers", str(max(n // 100, 10)))
         for n in (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
@@ -110,6 +143,10 @@ def main() -> None:
     ours_batch = median_figure(hordaks, "batches of", "/s")
     theirs = [statistics.median(peer_rates(report)[kind] for report in hordaks) for kind in (0, 1)]
     as_of = figure(posting, "balance read as_of p50 ms")
+    posting_at = {
+        int(mark.replace(",", "")): float(rate.replace(",", ""))
+        for mark, rate in re.findall(r"passes ([\d,]+) rows \| ([\d,]+) entries/s", posting)
+    }
     close_s = {n: figure(r, "median of", "s") for n, r in closes.items()}
     recon_s = {n: figure(r, "median of", "s") for n, r in reconciles.items()}
 
@@ -157,15 +194,15 @@ def main() -> None:
         f" {one_row_floor / theirs[0]:.1f} times django-hordak here). "
     )
     reports = (copy, *https, *hordaks, posting, *closes.values(), *reconciles.values())
-    lines = [
-        f"# Benchmark suite — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Command: `python -m bench.suite{' --quick' if args.quick else ''}`; machine:"
-        f" {platform.machine()}, python {platform.python_version()}; every figure below comes"
-        f" from this one run ({time.perf_counter() - started:,.0f} s), each benchmark in its own"
-        " process on its own throwaway PostgreSQL 15; HTTP and django-hordak figures are medians"
-        f" of {args.repeat} runs of their benchmark, the others medians of the benchmark's own"
-        " repetitions.",
+    summary = [
+        f"Latest suite run, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC:"
+        f" `python -m bench.suite{' --quick' if args.quick else ''}`"
+        f" ({time.perf_counter() - started:,.0f} s); machine: {platform.machine()},"
+        f" {os.cpu_count()} cores, python {platform.python_version()};"
+        f" {versions(copy, hordaks[0])}. Every figure comes from this one run, each benchmark in"
+        " its own process on its own throwaway PostgreSQL started as the tests start it; HTTP and"
+        f" django-hordak figures are medians of {args.repeat} runs of their benchmark, the others"
+        " medians of the benchmark's own repetitions. Raw reports: `docs/benchmarks-suite.md`.",
         "",
         "| measure | smsledger | reference | ratio | target |",
         "|---|---|---|---|---|",
@@ -178,15 +215,31 @@ def main() -> None:
         growth_row("period close", close_s),
         growth_row("reconciliation", recon_s),
         "",
+        "Batch posting (1,000 entries per unit of work) as the ledger grows: "
+        + ", ".join(f"{rate:,.0f} entries/s at {mark:,} rows" for mark, rate in posting_at.items())
+        + (
+            f" (slowest / fastest: {min(posting_at.values()) / max(posting_at.values()):.2f})."
+            if posting_at
+            else "."
+        ),
+        "",
         "Sizes are the issue's (a tenth with `--quick`); a step factor of 10 or less is linear.",
-        "",
-        "## The reports as printed",
-        "",
-        *(f"```\n{report.strip()}\n```\n" for report in reports),
     ]
-    OUT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:16]))
-    print(f"written: {OUT.relative_to(ROOT)}")
+    OUT.write_text(
+        "\n".join(
+            [
+                "# Benchmark suite: the reports as printed",
+                "",
+                *summary,
+                "",
+                *(f"```\n{report.strip()}\n```\n" for report in reports),
+            ]
+        )
+        + "\n"
+    )
+    write_summary(summary)
+    print("\n".join(summary))
+    print(f"written: {SUMMARY.relative_to(ROOT)}, {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

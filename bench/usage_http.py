@@ -176,6 +176,25 @@ def measure_trivial(wrk: str, options: str, seconds: int) -> dict[str, float]:
         gunicorn.wait(timeout=20)
 
 
+def warm_up(base: str, key: str) -> None:
+    """One event per customer: every customer provisioned, every cache warm."""
+    warm = [
+        {
+            "message_id": f"warm-{n}",
+            "user_id": f"c{n}",
+            "destination": "+447400123456",
+            "segments": 1,
+        }
+        for n in range(CUSTOMERS)
+    ]
+    requests.post(
+        f"{base}/api/usage",
+        json={"events": warm},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    ).raise_for_status()
+
+
 def post_batches(base: str, key: str, batches: int, clients: int) -> float:
     def client(index: int) -> None:
         session = requests.Session()
@@ -228,21 +247,7 @@ def main() -> None:
             trivial = measure_trivial(wrk, args.gunicorn, args.seconds)
             env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
             gunicorn, base = start_gunicorn(args.gunicorn, "wsgi:app", env, "/healthz")
-            warm = [
-                {
-                    "message_id": f"warm-{n}",
-                    "user_id": f"c{n}",
-                    "destination": "+447400123456",
-                    "segments": 1,
-                }
-                for n in range(CUSTOMERS)
-            ]
-            requests.post(
-                f"{base}/api/usage",
-                json={"events": warm},
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=60,
-            ).raise_for_status()
+            warm_up(base, key)
 
             values = {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
             single_1 = run_wrk(wrk, POST_ONE % values, base, 1, args.seconds)

@@ -43,7 +43,7 @@ from billing.tables import (
     usage_counters,
 )
 from ledger.accounts import find_accounts
-from ledger.bulk import BULK_MIN_ROWS, array_text, insert_rows
+from ledger.bulk import BULK_MIN_ROWS, analyze_staged, array_text, insert_rows
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entries
 from ledger.tables import UtcDateTime, balances, transfers
@@ -385,8 +385,7 @@ def _stage_due(session: Session, due: list[_Due]) -> None:
     connection.execute(
         sa.update(_STAGE_DUE).values(check_billed=billed_before, check_reversed=reversed_before)
     )
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("ANALYZE close_stage_due")
+    analyze_staged(session, _STAGE_DUE)
 
 
 def _unstage(session: Session) -> None:

@@ -141,3 +141,13 @@ def insert_rows(
             for name in names
         },
     )
+
+
+def analyze_staged(session: Session, *tables: sa.Table) -> None:
+    """Statistics for session-local staging tables, which autovacuum never visits: without
+    them PostgreSQL plans joins on guesses (one reconciliation of 1,000,000 lines ran for more
+    than five minutes on such a plan). A no-op on SQLite."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        for table in tables:
+            connection.exec_driver_sql(f"ANALYZE {table.name}")

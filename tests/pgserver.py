@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -158,6 +159,9 @@ def migrated_database(name: str = "bench") -> Iterator[tuple[str, str]]:
 
     import migrations
 
+    # A benchmark stopped with SIGTERM (kill, a timeout) still stops its server: the default
+    # action would exit without running the `finally` below and leave PostgreSQL running.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     server = PostgresServer()
     admin_url = server.start()
     try:

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from decimal import Decimal
+from importlib.metadata import version
 from urllib.parse import urlparse
 
 
@@ -63,7 +64,8 @@ def main() -> None:
             for _ in range(batch):
                 revenue.transfer_to(unbilled, amount)
     batched = total / (time.perf_counter() - started)
-    print(json.dumps({"singles_per_s": singles, "batched_per_s": batched}))
+    versions = {name: version(name) for name in ("django-hordak", "Django")}
+    print(json.dumps({"singles_per_s": singles, "batched_per_s": batched, "versions": versions}))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def main() -> None:
     print(f"command: python -m bench.peer.vs_hordak {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, python {platform.python_version()},")
     print(f"  PostgreSQL {version}")
-    print("| postings | smsledger | django-hordak 2.0.0 | ratio |")
+    peer = ", ".join(f"{name} {number}" for name, number in theirs["versions"].items())
+    print(f"peer: {peer} (its own environment, from PyPI)")
+    print(f"| postings | smsledger | django-hordak {theirs['versions']['django-hordak']} | ratio |")
     print("|---|---|---|---|")
     kinds = (
         ("singles_per_s", "one per transaction"),
