@@ -173,6 +173,8 @@ def test_every_kind_of_difference_is_reported_line_by_line_and_resolving_reconci
     assert over.proposal["delta"] == "0.01" and over.reference.startswith("smsledger:")
     dup = next(i for i in items if i.customer_id == "duplicated" and i.kind != "matched")
     assert "duplicate" in dup.reason
+    timeout = next(i for i in items if i.customer_id == "timeout" and i.kind != "matched")
+    assert timeout.reason == "Sippy debited; the ledger has no settlement for it"
 
     clock.now = at(2026, 11, 26, 9)
     for item in items:
