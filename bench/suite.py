@@ -136,6 +136,7 @@ def main() -> None:
     one_row_floor = figure(copy, "one per transaction", "rows/s")
     batch_rate = median_figure(https, "batches of 1,000 events", "events/s")
     single_16 = median_figure(https, "single-event posts, 16 connections |", "events/s")
+    single_1 = median_figure(https, "single-event posts, 1 connection", "events/s")
     trivial = median_figure(https, "trivial Flask endpoint", "requests/s")
     check_p50 = statistics.median(float(check_figures(r)[0]) for r in https)
     check_p99 = statistics.median(float(check_figures(r)[1]) for r in https)
@@ -199,6 +200,7 @@ def main() -> None:
         ),
     ]
     check_line = (
+        f"Single posts over HTTP with 1 connection: {single_1:,.0f} events/s. "
         f"Pre-send check during the 16-connection posts: p50 / p99 {check_p50:.1f} /"
         f" {check_p99:.1f} ms. django-hordak against the one-row floor:"
         f" {theirs[0] / one_row_floor:.2f} (a ledger committing each posting alone can be at most"
