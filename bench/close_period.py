@@ -1,13 +1,15 @@
 """Period close on PostgreSQL: N usage transfers across C customers closed in one daily cycle.
 
     .venv/bin/python -m bench.close_period [--transfers 1000000] [--customers 10000]
+                                           [--history-days 0]
 
 Starts a throwaway PostgreSQL as the tests do, provisions the customers through the service
 (accounts, counters), then loads the day's usage with one set-based SQL statement shaped exactly
 like ingestion's rows (transfers with their metadata, cached balances, usage counters), and
 times `close_periods(..., "daily", ...)`: `--repeat` closes of the same data, all but the last
 rolled back, the last committed (its commit timed); the median is the figure. `ledger check`
-runs afterwards.
+runs afterwards. `--history-days K` first loads and closes K earlier days of the same usage, so
+the measured close runs on a ledger with billed history, as in production.
 Loading through HTTP would measure ingestion, which `bench.usage_http` does.
 """
 
@@ -18,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -33,7 +35,7 @@ DAY = datetime(2026, 11, 23, tzinfo=UTC)
 CLOSE_AT = datetime(2026, 11, 24, 2, tzinfo=UTC)
 
 LOAD = """
-CREATE TEMP TABLE bench_customers AS
+CREATE TEMP TABLE IF NOT EXISTS bench_customers AS
   SELECT row_number() OVER (ORDER BY a.id) - 1 AS n, a.id AS account_id, a.customer_id
   FROM accounts a WHERE a.code LIKE 'customer%unbilled';
 INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
@@ -52,19 +54,23 @@ FROM (SELECT g,
              -- (PostgreSQL 15 has no uuidv7()); rows arrive in posting order, as in production.
              (lpad(to_hex(((extract(epoch FROM :day) + g % 86400 + 1) * 1000)::bigint), 12, '0')
               || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid AS u
-      FROM generate_series(1, :transfers) g ORDER BY g % 86400, g) s
+      FROM generate_series(:first + 1, :first + :transfers) g ORDER BY g % 86400, g) s
 JOIN bench_customers c ON c.n = s.g % :customers;
+CREATE TEMP TABLE bench_day AS
+  SELECT debit_account_id, amount, metadata, effective_at FROM transfers
+  WHERE kind = 'usage' AND effective_at >= :day AND effective_at < :day + interval '1 day';
 UPDATE balances b SET debits = b.debits + s.total
-  FROM (SELECT debit_account_id, sum(amount) AS total FROM transfers GROUP BY 1) s
+  FROM (SELECT debit_account_id, sum(amount) AS total FROM bench_day GROUP BY 1) s
   WHERE b.account_id = s.debit_account_id AND b.slot = 0;
-UPDATE balances SET credits = credits + (SELECT sum(amount) FROM transfers)
+UPDATE balances SET credits = credits + (SELECT sum(amount) FROM bench_day)
   WHERE account_id = :revenue AND slot = 0;
 UPDATE usage_counters u SET unbilled_messages = s.messages, unbilled_segments = s.segments,
        oldest_unbilled_at = s.oldest
   FROM (SELECT metadata->>'user_id' AS customer, count(*) AS messages,
                sum((metadata->>'segments')::int) AS segments, min(effective_at) AS oldest
-        FROM transfers GROUP BY 1) s
+        FROM bench_day GROUP BY 1) s
   WHERE u.customer_id = s.customer;
+DROP TABLE bench_day;
 """
 
 
@@ -78,6 +84,12 @@ def main() -> None:
         default=3,
         help="closes timed on the same data (all but the last rolled back)",
     )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="days of the same usage loaded and closed before the measured one",
+    )
     args = parser.parse_args()
 
     with migrated_database() as (url, pg_version):
@@ -86,8 +98,17 @@ def main() -> None:
         started = time.perf_counter()
         with unit_of_work(sessions) as session:
             revenue = provision(session, args.customers, DAY, "revenue:sms:USD")
-            params = {"day": DAY, "transfers": args.transfers, "customers": args.customers}
-            load(session, LOAD, {**params, "revenue": revenue})
+        params = {"transfers": args.transfers, "customers": args.customers, "revenue": revenue}
+        # Earlier days, loaded and closed (committed) the same way: billed history in
+        # `transfers` and `invoice_usage`, as a ledger in production has.
+        for back in range(args.history_days, 0, -1):
+            day = DAY - timedelta(days=back)
+            with unit_of_work(sessions) as session:
+                load(session, LOAD, {**params, "day": day, "first": back * args.transfers})
+            with unit_of_work(sessions) as session:
+                close_periods(session, "daily", day + (CLOSE_AT - DAY), BillingDefaults())
+        with unit_of_work(sessions) as session:
+            load(session, LOAD, {**params, "day": DAY, "first": 0})
         settle(engine)
         load_seconds = time.perf_counter() - started
 
@@ -113,6 +134,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, python {platform.python_version()},")
     print(f"  PostgreSQL {pg_version}")
     print(f"load (setup, not measured): {load_seconds:.1f} s")
+    if args.history_days:
+        print(f"history: {args.history_days} earlier day(s) of the same usage, closed and billed")
     print("| measure | figure |")
     print("|---|---|")
     print(
