@@ -46,7 +46,9 @@ def run(module: str, *args: str) -> str:
 
 def figure(report: str, label: str, unit: str = "") -> float:
     """The first number after `label` in a report's table row."""
-    row = next(line for line in report.splitlines() if label in line)
+    row = next((line for line in report.splitlines() if label in line), None)
+    if row is None:
+        raise ValueError(f"no row {label!r} in the report")
     cells = row.split("|")[2:] if row.startswith("|") else [row]
     found = re.search(r"([\d,]+(?:\.\d+)?)\s*" + re.escape(unit), "|".join(cells))
     if found is None:
@@ -91,12 +93,13 @@ def versions(copy: str, hordak: str) -> str:
     )
 
 
-def write_summary(summary: list[str]) -> None:
-    """The summary into docs/benchmarks.md, between its markers (kept in place)."""
-    text = SUMMARY.read_text()
+def write_summary(path: Path, summary: list[str]) -> None:
+    """The summary into `path` between its markers, the rest of the file untouched (markers
+    missing: appended at the end)."""
+    text = path.read_text()
     before, _, rest = text.partition(START)
     _, _, after = rest.partition(END)
-    SUMMARY.write_text(before + START + "\n" + "\n".join(summary) + "\n" + END + after)
+    path.write_text(before + START + "\n" + "\n".join(summary) + "\n" + END + after)
 
 
 def main() -> None:
@@ -251,7 +254,7 @@ def main() -> None:
         )
         + "\n"
     )
-    write_summary(summary)
+    write_summary(SUMMARY, summary)
     print("\n".join(summary))
     print(f"written: {SUMMARY.relative_to(ROOT)}, {OUT.relative_to(ROOT)}")
 
