@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks-suite.md"
 SUMMARY = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench.suite: start -->", "<!-- bench.suite: end -->"
+# Row labels of the HTTP report that the summary reads more than once.
+SINGLE_16, TRIVIAL = "single-event posts, 16 connections |", "trivial Flask endpoint"
 LIBRARIES = ("Flask", "SQLAlchemy", "psycopg2-binary", "gunicorn")
 
 
@@ -126,21 +128,22 @@ def main() -> None:
         "--grow",
         str(1_000_000 // scale),
     )
+    sizes = (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
     closes = {
         n: run("bench.close_period", "--transfers", str(n), "--customers", str(max(n // 100, 10)))
-        for n in (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
+        for n in sizes
     }
     reconciles = {
         n: run("bench.reconcile", "--lines", str(n), "--customers", str(max(n // 10, 10)))
-        for n in (10_000 // scale, 100_000 // scale, 1_000_000 // scale)
+        for n in sizes
     }
 
     copy_rate = figure(copy, "COPY", "rows/s")
     one_row_floor = figure(copy, "one per transaction", "rows/s")
     batch_rate = median_figure(https, "batches of 1,000 events", "events/s")
-    single_16 = median_figure(https, "single-event posts, 16 connections |", "events/s")
+    single_16 = median_figure(https, SINGLE_16, "events/s")
     single_1 = median_figure(https, "single-event posts, 1 connection", "events/s")
-    trivial = median_figure(https, "trivial Flask endpoint", "requests/s")
+    trivial = median_figure(https, TRIVIAL, "requests/s")
     check_p50 = statistics.median(float(check_figures(r)[0]) for r in https)
     check_p99 = statistics.median(float(check_figures(r)[1]) for r in https)
     ours_single = median_figure(hordaks, "one per transaction", "/s")
@@ -148,9 +151,7 @@ def main() -> None:
     # Ratios of figures measured side by side in one process: the median of each run's ratio
     # (the machine's phases move both sides of a pair together).
     single_vs_trivial = statistics.median(
-        figure(r, "single-event posts, 16 connections |", "events/s")
-        / figure(r, "trivial Flask endpoint", "requests/s")
-        for r in https
+        figure(r, SINGLE_16, "events/s") / figure(r, TRIVIAL, "requests/s") for r in https
     )
     vs_peer = [
         statistics.median(figure(r, label, "/s") / peer_rates(r)[kind] for r in hordaks)
