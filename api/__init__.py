@@ -27,8 +27,8 @@ from api import (
 from api.jsonio import ExactJSONProvider
 from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
-from billing.config import Config
-from billing.logs import configure_logging
+from infra.config import Config
+from infra.logs import configure_logging
 from ledger.db import make_engine, make_session_factory
 
 

@@ -14,9 +14,9 @@ from flask import g, request
 
 from api.errors import ApiError
 from api.runtime import runtime, transaction
-from billing.api_keys import role_for_key
+from billing.access.api_keys import role_for_key
+from billing.access.user_tokens import user_of_token
 from billing.errors import InvalidUserToken
-from billing.user_tokens import user_of_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,7 @@ from api.ledger import TransferOut, present_transfer
 from api.runtime import dispatch_charges_now, now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
-from billing.invoices import (
+from billing.invoicing.invoices import (
     ACTIONS,
     act,
     get_invoice,

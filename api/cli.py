@@ -19,16 +19,16 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
 from api.runtime import runtime
-from billing.api_keys import create_key
+from billing.access.api_keys import create_key
+from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
-from billing.cycle import run_cycle
 from billing.errors import InvalidRate
 from billing.instants import parse_instant
-from billing.legacy import migrate_legacy, parse_legacy
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.invoicing.cycle_runner import run_cycle
+from billing.onboarding.legacy import migrate_legacy, parse_legacy
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES, api_keys
-from billing.user_tokens import mint_user_token
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from jobs.context import sippy_client
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
@@ -153,7 +153,7 @@ def sippy_sim(
 ) -> None:
     """Run the Sippy simulator (docs/sippy-simulator.md): XML-RPC on /xmlapi/xmlapi, its
     control API on /_sim/."""
-    from billing.sippy.simulator import serve as serve_simulator
+    from sippy_simulator.server import serve as serve_simulator
 
     click.echo(f"Sippy simulator on http://{host}:{port}/xmlapi/xmlapi", err=True)
     serve_simulator(host, port, accounts_file, username, password, not no_digest)

@@ -14,7 +14,7 @@ from api.auth import bearer_token, documented
 from api.blueprint import Blueprint
 from api.errors import ApiError
 from api.runtime import dispatch_charges_now, now, runtime
-from billing.cycle import run_cycle
+from billing.invoicing.cycle_runner import run_cycle
 from billing.settings import FREQUENCIES
 
 blp = Blueprint("cron", __name__, url_prefix="/api/cron", description="Scheduled billing")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billing.errors import InvalidUsage, UnknownCustomer
-from billing.usage import UsageEvent, UsageResult
+from billing.usage.ingestion import UsageEvent, UsageResult
 from ledger.errors import IdempotencyConflict, LedgerError
 
 log = logging.getLogger(__name__)

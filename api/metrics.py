@@ -18,8 +18,8 @@ from prometheus_client import (
 
 from api.blueprint import Blueprint
 from api.runtime import transaction
-from billing.metrics import HTTP_LATENCY, HTTP_REQUESTS, INVOICES
 from billing.tables import INVOICE_STATUSES, invoices
+from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS, INVOICES
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 

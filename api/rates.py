@@ -16,8 +16,8 @@ from api.runtime import now, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.errors import InvalidRate
 from billing.paging import fetch_page
-from billing.rate_sheets import COLUMNS, add_rates, parse_rate
 from billing.tables import rates
+from billing.usage.rate_sheets import COLUMNS, add_rates, parse_rate
 
 blp = Blueprint("rates", __name__, url_prefix="/api/admin/rates", description="Rate table")
 

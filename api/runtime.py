@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.config import Config
+from infra.config import Config
 from ledger.db import run_in_transaction
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, time_text
 from api.runtime import now, transaction
-from billing.stats import billing_stats
+from billing.invoicing.stats import billing_stats
 
 blp = Blueprint(
     "stats", __name__, url_prefix="/api/admin/sms/billing-stats", description="Statistics"

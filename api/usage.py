@@ -1,8 +1,8 @@
 """The SMS service's API: post usage (one SMS or a batch) and ask before sending (SPEC §7,
 Appendix A "Post one SMS" and "Pre-send check").
 
-Usage bodies are validated by `billing.usage`, not marshmallow: a 10,000-event batch must be
-checked in milliseconds, and every problem reported with its event's index.
+Usage bodies are validated by `billing.usage.ingestion`, not marshmallow: a 10,000-event batch
+must be checked in milliseconds, and every problem reported with its event's index.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from api.usage_docs import (
     body,
 )
 from billing.errors import InvalidUsage
-from billing.metrics import USAGE_EVENTS
-from billing.presend import Decision, check_send, parse_check
-from billing.usage import UsageEvent, UsageResult, ingest_usage, validate_events
+from billing.usage.ingestion import UsageEvent, UsageResult, ingest_usage, validate_events
+from billing.usage.presend import Decision, check_send, parse_check
+from infra.metrics import USAGE_EVENTS
 from ledger.db import run_in_transaction
 from ledger.errors import LedgerError
 

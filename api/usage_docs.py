@@ -1,12 +1,12 @@
 """The wire shapes of the usage endpoints, for the OpenAPI document only: the bodies themselves
-are validated by `billing.usage` / `billing.presend` (fast, every problem with its index), so
-these schemas describe, they do not parse."""
+are validated by `billing.usage.ingestion` / `billing.usage.presend` (fast, every problem with
+its index), so these schemas describe, they do not parse."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from billing.presend import REASONS
+from billing.usage.presend import REASONS
 
 
 class UsageEventDoc(Schema):

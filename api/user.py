@@ -12,8 +12,8 @@ from api.blueprint import Blueprint
 from api.fields import money_text, time_text
 from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
-from billing.notifications import KINDS, notifications_of, public_notification
-from billing.summaries import billing_history, billing_summary
+from billing.invoicing.summaries import billing_history, billing_summary
+from billing.notifications.store import KINDS, notifications_of, public_notification
 from billing.tables import INVOICE_STATUSES
 from ledger.money import format_micros
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from bench.repeated import load, provision, settle, timed_runs
-from billing.closing import close_periods
-from billing.config import BillingDefaults
+from billing.invoicing.closing import close_periods
+from billing.settings import BillingDefaults
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.pgserver import migrated_database

@@ -32,8 +32,8 @@ from bench.usage_http import (
     start_gunicorn,
     warm_up,
 )
-from billing.api_keys import create_key
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.access.api_keys import create_key
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.conftest import NOW
 from tests.pgserver import migrated_database

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from billing.config import BillingDefaults
-from billing.rate_sheets import add_rates, parse_sheet
-from billing.usage import ingest_usage, validate_events
+from billing.settings import BillingDefaults
+from billing.usage.ingestion import ingest_usage, validate_events
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.db import make_engine, make_session_factory, run_in_transaction, unit_of_work
 from tests.pgserver import migrated_database
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-from billing.api_keys import create_key
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.access.api_keys import create_key
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.conftest import NOW

@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.config import BillingDefaults
 from billing.currency import validate_currency
 from billing.errors import InvalidSettings
 from billing.tables import billing_settings
@@ -27,6 +26,17 @@ GLOBAL_SCOPE = "*"
 
 FREQUENCIES = ("daily", "weekly", "monthly", "threshold")
 MONEY_FIELDS = ("threshold_amount", "credit_limit")
+
+
+@dataclass(frozen=True)
+class BillingDefaults:
+    """The `SMS_BILLING_*` defaults that seed the global settings on first start."""
+
+    frequency: str = "daily"
+    currency: str = "USD"
+    auto_process: bool = True
+    notifications_enabled: bool = True
+    auto_create_customers: bool = True
 
 
 @dataclass(frozen=True, slots=True)

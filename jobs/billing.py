@@ -4,8 +4,8 @@ The charges a cycle queued are dispatched right after it."""
 
 from __future__ import annotations
 
-from billing.cycle import run_cycle
-from billing.metrics import timed_job
+from billing.invoicing.cycle_runner import run_cycle
+from infra.metrics import timed_job
 from jobs.context import current, hand_off
 from jobs.payments import dispatch_charges
 

@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from billing.charging import ChargePolicy, Gateway
-from billing.config import BillingDefaults, Config
-from billing.sippy.client import SippyClient
-from billing.webhooks import Sender, post_with_requests
+from billing.notifications.webhooks import Sender, post_with_requests
+from billing.payments.charging import ChargePolicy, Gateway
+from billing.payments.sippy_client import SippyClient
+from billing.settings import BillingDefaults
+from infra.config import Config
 from ledger.db import make_engine, make_session_factory
 
 # (queue name, job function, its arguments, job id or None for a fresh one).

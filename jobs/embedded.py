@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from billing.periods import SCHEDULED, last_close_time
+from billing.invoicing.periods import SCHEDULED, last_close_time
 from jobs.billing import billing_cycle
 from jobs.notifications import deliver_notifications
 from jobs.payments import dispatch_charges

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from billing.metrics import DELIVERIES, timed_job
-from billing.webhooks import deliver_due
+from billing.notifications.webhooks import deliver_due
+from infra.metrics import DELIVERIES, timed_job
 from jobs.context import current
 
 

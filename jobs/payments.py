@@ -8,11 +8,11 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from billing.charging import charge_invoice as charge_step
-from billing.charging import due_charges
-from billing.logs import warn_once
-from billing.metrics import CHARGES, timed_job
 from billing.outbox import claim_outbox
+from billing.payments.charging import charge_invoice as charge_step
+from billing.payments.charging import due_charges
+from infra.logs import warn_once
+from infra.metrics import CHARGES, timed_job
 from jobs.context import current, hand_off
 from ledger.db import run_in_transaction
 
@@ -21,7 +21,7 @@ log = logging.getLogger("smsledger.jobs")
 
 def charge_invoice(invoice_id: str) -> str:
     """Take one invoice a step towards paid (safe to run twice or at once: see
-    `billing.charging`); what happened."""
+    `billing.payments.charging`); what happened."""
     context = current()
     if context.gateway is None:
         log.warning("SIPPY_URL is not set: the charge waits", extra={"invoice_id": invoice_id})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from billing.metrics import timed_job
+from infra.metrics import timed_job
 from jobs.context import current
 from ledger.db import run_in_transaction
 from reconciliation.runs import reconcile

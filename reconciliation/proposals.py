@@ -23,9 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.charging import mark_unsettled, settle_from_statement
 from billing.chart import system_code, system_specs
-from billing.config import BillingDefaults
+from billing.payments.charging import mark_unsettled, settle_from_statement
+from billing.settings import BillingDefaults
 from billing.tables import invoices
 from ledger.accounts import ensure_accounts
 from ledger.model import EntryRequest, Kind, Leg

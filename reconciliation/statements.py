@@ -19,8 +19,8 @@ from typing import Any
 
 from billing.currency import validate_currency
 from billing.instants import parse_instant
-from billing.sippy.client import SippyClient, SippyError
-from billing.sippy.wire import parse_time
+from billing.payments.sippy_client import SippyClient, SippyError
+from billing.payments.sippy_wire import parse_time
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
 from reconciliation.errors import InvalidStatement, SippyStatementUnavailable

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from api import create_app
-from billing.api_keys import create_key
-from billing.config import Config
+from billing.access.api_keys import create_key
+from infra.config import Config
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.pgserver import PostgresServer
 

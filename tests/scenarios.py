@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.closing import close_periods
-from billing.config import BillingDefaults
-from billing.rate_sheets import add_rates, parse_sheet
-from billing.usage import ingest_usage, validate_events
+from billing.invoicing.closing import close_periods
+from billing.settings import BillingDefaults
+from billing.usage.ingestion import ingest_usage, validate_events
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.db import run_in_transaction, unit_of_work
 
 SAMPLE_RATES = Path(__file__).resolve().parents[1] / "examples" / "rates.csv"

@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing.config import Config
 from billing.customers import update_customer
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.payments.sippy_client import SippyClient
 from billing.settings import put_settings
-from billing.sippy.client import SippyClient
-from billing.sippy.simulator import start_simulator
 from billing.tables import invoices, outbox
+from billing.usage.rate_sheets import add_rates, parse_sheet
+from infra.config import Config
 from jobs import context
 from jobs.payments import dispatch_charges
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
+from sippy_simulator.server import start_simulator
 from tests.conftest import Clock, build_app
 
 pytestmark = pytest.mark.postgres

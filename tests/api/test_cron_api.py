@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from billing.config import Config
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.usage.rate_sheets import add_rates, parse_sheet
+from infra.config import Config
 from ledger.db import unit_of_work
 from tests.conftest import Clock, build_app
 

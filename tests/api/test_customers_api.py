@@ -10,9 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from billing.config import Config
-from billing.notifications import store_notifications
-from billing.user_tokens import mint_user_token
+from billing.access.user_tokens import mint_user_token
+from billing.notifications.store import store_notifications
+from infra.config import Config
 from ledger.db import unit_of_work
 from tests.conftest import Clock, build_app
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing.rate_sheets import add_rates, parse_sheet
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work

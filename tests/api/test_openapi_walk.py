@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from billing.config import Config
-from billing.user_tokens import mint_user_token
+from billing.access.user_tokens import mint_user_token
+from infra.config import Config
 from tests.conftest import Clock, build_app
 
 pytestmark = pytest.mark.postgres

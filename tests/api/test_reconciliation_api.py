@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from billing.charging import ChargePolicy, charge_invoice
-from billing.config import Config
 from billing.customers import create_customer
-from billing.sippy.client import SippyClient
-from billing.sippy.simulator import start_simulator
+from billing.payments.charging import ChargePolicy, charge_invoice
+from billing.payments.sippy_client import SippyClient
 from billing.tables import invoices
+from infra.config import Config
 from ledger.db import unit_of_work
 from reconciliation.tables import reconciliation_runs
+from sippy_simulator.server import start_simulator
 from tests.conftest import Clock, build_app
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 

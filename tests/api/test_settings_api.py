@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing.config import BillingDefaults, Config
+from billing.settings import BillingDefaults
 from billing.tables import billing_settings
+from infra.config import Config
 from ledger.db import unit_of_work
 from tests.conftest import Clock, build_app
 

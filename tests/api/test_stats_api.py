@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from billing.charging import ChargePolicy, charge_invoice
-from billing.config import Config
 from billing.customers import update_customer
+from billing.payments.charging import ChargePolicy, charge_invoice
 from billing.tables import invoices
+from infra.config import Config
 from ledger.db import unit_of_work
 from tests.conftest import Clock, build_app
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 
 class Accepts:
     def debit(self, *args: Any) -> Any:
-        from billing.sippy.client import ChargeOutcome
+        from billing.payments.sippy_client import ChargeOutcome
 
         return ChargeOutcome("accepted")
 

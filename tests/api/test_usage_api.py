@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from api import create_app
-from billing.config import BillingDefaults, Config
 from billing.customers import update_customer
-from billing.rate_sheets import add_rates, parse_sheet
-from billing.settings import put_settings
+from billing.settings import BillingDefaults, put_settings
 from billing.tables import customers, invoices
+from billing.usage.rate_sheets import add_rates, parse_sheet
+from infra.config import Config
 from ledger.db import unit_of_work
 from ledger.tables import transfers
 from tests.conftest import NOW, Clock, build_app

@@ -16,17 +16,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.charging import ChargePolicy, charge_invoice, due_charges
 from billing.customers import create_customer
+from billing.payments.charging import ChargePolicy, charge_invoice, due_charges
+from billing.payments.sippy_client import ChargeOutcome, SippyClient
 from billing.settings import put_settings
-from billing.sippy.client import ChargeOutcome, SippyClient
-from billing.sippy.simulator import SimulatorHandle, start_simulator
 from billing.tables import invoices, notifications, payment_attempts
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.money import Money
 from ledger.tables import transfers
+from sippy_simulator.server import SimulatorHandle, start_simulator
 from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing.api_keys import digest
+from billing.access.api_keys import digest
 from billing.chart import ensure_chart
 from billing.tables import api_keys
 from ledger.db import unit_of_work
@@ -66,7 +66,7 @@ def test_db_upgrade_brings_an_empty_database_to_the_latest_revision(
     import sqlalchemy as sa
 
     from api import create_app
-    from billing.config import Config
+    from infra.config import Config
 
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -89,7 +89,7 @@ def test_db_upgrade_brings_an_empty_database_to_the_latest_revision(
 def test_token_mints_a_user_token_the_api_accepts(pg_url: str) -> None:
     from datetime import UTC, datetime
 
-    from billing.config import Config
+    from infra.config import Config
     from tests.conftest import Clock, build_app
 
     secret = "a-user-token-secret-of-32-bytes-or-more"

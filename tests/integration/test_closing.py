@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.closing import round_half_up
+from billing.invoicing.closing import round_half_up
 from billing.settings import put_settings
 from billing.tables import (
     close_requests,
@@ -25,7 +25,7 @@ from billing.tables import (
     outbox,
     usage_counters,
 )
-from billing.usage import ingest_usage, validate_events
+from billing.usage.ingestion import ingest_usage, validate_events
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
@@ -296,7 +296,7 @@ def test_usage_posted_while_closing_is_billed_exactly_once(rated: sessionmaker[S
 def test_a_close_killed_after_its_invoices_were_written_leaves_nothing_and_reruns_once(
     rated: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import billing.closing as closing
+    import billing.invoicing.closing as closing
 
     post(
         rated,

@@ -17,19 +17,19 @@ from rq import Queue, SimpleWorker
 from rq_scheduler import Scheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.config import BillingDefaults
 from billing.customers import update_customer
-from billing.rate_sheets import add_rates, parse_sheet
-from billing.sippy.client import SippyClient
-from billing.sippy.simulator import start_simulator
+from billing.payments.sippy_client import SippyClient
+from billing.settings import BillingDefaults
 from billing.tables import invoices
-from billing.usage import ingest_usage, validate_events
+from billing.usage.ingestion import ingest_usage, validate_events
+from billing.usage.rate_sheets import add_rates, parse_sheet
 from jobs import context
 from jobs.billing import billing_cycle
 from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
 from jobs.schedule import CRON_SCHEDULES, THRESHOLD_JOB_ID, register
 from ledger.db import unit_of_work
+from sippy_simulator.server import start_simulator
 from tests.redisserver import redis_server
 
 pytestmark = pytest.mark.postgres
@@ -126,7 +126,7 @@ def test_the_cli_worker_needs_redis(app_and_keys: tuple[Any, dict[str, str]]) ->
 
 
 def test_readiness_checks_redis_when_jobs_use_it(pg_url: str, redis_url: str) -> None:
-    from billing.config import Config
+    from infra.config import Config
     from tests.conftest import Clock, build_app
 
     app, _ = build_app(pg_url, Clock(), Config(database_url=pg_url, redis_url=redis_url))

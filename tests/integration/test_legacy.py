@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing.closing import close_periods
-from billing.config import BillingDefaults
+from billing.invoicing.closing import close_periods
+from billing.settings import BillingDefaults
 from billing.tables import billing_settings, customers, invoices, usage_counters
 from ledger.balances import account_balance
 from ledger.checks import check_ledger

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.charging import ChargePolicy, charge_invoice
 from billing.customers import create_customer
-from billing.sippy.client import ChargeOutcome, SippyClient
-from billing.sippy.simulator import SimulatorHandle, start_simulator
+from billing.payments.charging import ChargePolicy, charge_invoice
+from billing.payments.sippy_client import ChargeOutcome, SippyClient
 from billing.tables import invoices
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
@@ -27,6 +26,7 @@ from ledger.money import Money
 from reconciliation.proposals import resolve
 from reconciliation.runs import reconcile, run_items
 from reconciliation.statements import fetch_statement, parse_statement_csv
+from sippy_simulator.server import SimulatorHandle, start_simulator
 from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 

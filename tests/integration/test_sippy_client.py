@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from billing.sippy.client import SippyAuthFailed, SippyClient, SippyFault, SippyUnreachable
-from billing.sippy.simulator import SimulatorHandle, start_simulator
-from billing.sippy.wire import format_time, from_double, parse_time, to_double
+from billing.payments.sippy_client import SippyAuthFailed, SippyClient, SippyFault, SippyUnreachable
+from billing.payments.sippy_wire import format_time, from_double, parse_time, to_double
 from ledger.money import Money
+from sippy_simulator.server import SimulatorHandle, start_simulator
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

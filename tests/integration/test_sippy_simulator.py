@@ -20,7 +20,8 @@ import pytest
 import requests
 from requests.auth import HTTPDigestAuth
 
-from billing.sippy.sim_state import (
+from sippy_simulator.server import SimulatorHandle, load_accounts, start_simulator
+from sippy_simulator.switch import (
     FAULT_BAD_PARAMETER,
     FAULT_BLOCKED,
     FAULT_CODES,
@@ -34,7 +35,6 @@ from billing.sippy.sim_state import (
     format_sippy_time,
     parse_sippy_time,
 )
-from billing.sippy.simulator import SimulatorHandle, load_accounts, start_simulator
 
 T0 = datetime(2009, 11, 18, 9, 57, 29, tzinfo=UTC)
 
@@ -617,7 +617,7 @@ def test_serve_runs_until_interrupted(tmp_path: Path) -> None:
     account = {"i_account": 5, "username": "five", "currency": "USD", "balance": "1.00"}
     path.write_text(json.dumps([account]), encoding="utf-8")
     code = (
-        "import sys; from billing.sippy.simulator import serve; "
+        "import sys; from sippy_simulator.server import serve; "
         "serve('127.0.0.1', 0, sys.argv[1], 'u', 'p', True)"
     )
     process = subprocess.Popen(

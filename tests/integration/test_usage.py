@@ -14,13 +14,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.config import BillingDefaults
 from billing.customers import update_customer
 from billing.errors import InvalidUsage, UnknownCustomer
-from billing.rate_sheets import add_rates, parse_rate, parse_sheet
-from billing.settings import put_settings
+from billing.settings import BillingDefaults, put_settings
 from billing.tables import close_requests, customers, notifications, usage_counters
-from billing.usage import UsageResult, ingest_usage, validate_events
+from billing.usage.ingestion import UsageResult, ingest_usage, validate_events
+from billing.usage.rate_sheets import add_rates, parse_rate, parse_sheet
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work

@@ -15,10 +15,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.customers import create_customer
-from billing.notifications import store_notifications
-from billing.settings import put_settings
-from billing.tables import notifications
-from billing.webhooks import (
+from billing.notifications.store import store_notifications
+from billing.notifications.webhooks import (
     DELIVERY_BACKOFF,
     SIGNATURE_HEADER,
     deliver_due,
@@ -26,6 +24,8 @@ from billing.webhooks import (
     post_with_requests,
     verify_signature,
 )
+from billing.settings import put_settings
+from billing.tables import notifications
 from ledger.db import unit_of_work
 from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, rows

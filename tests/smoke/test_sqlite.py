@@ -185,11 +185,11 @@ def test_cli_commands_work_on_a_fresh_directory(tmp_path: Path) -> None:
 def test_a_daily_close_works_on_sqlite(sqlite_url: str) -> None:
     from datetime import UTC, datetime
 
-    from billing.closing import close_periods
-    from billing.config import BillingDefaults
-    from billing.rate_sheets import add_rates, parse_sheet
+    from billing.invoicing.closing import close_periods
+    from billing.settings import BillingDefaults
     from billing.tables import invoice_lines, invoices
-    from billing.usage import ingest_usage, validate_events
+    from billing.usage.ingestion import ingest_usage, validate_events
+    from billing.usage.rate_sheets import add_rates, parse_sheet
 
     engine = make_engine(sqlite_url)
     sessions = make_session_factory(engine)
@@ -229,17 +229,17 @@ def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) ->
     simulator, then the "invoice issued"/"paid" notifications kept for the user."""
     from datetime import UTC, datetime
 
-    from billing.config import BillingDefaults
     from billing.customers import create_customer
-    from billing.rate_sheets import add_rates, parse_sheet
-    from billing.sippy.client import SippyClient
-    from billing.sippy.simulator import start_simulator
+    from billing.payments.sippy_client import SippyClient
+    from billing.settings import BillingDefaults
     from billing.tables import invoices, notifications
-    from billing.usage import ingest_usage, validate_events
+    from billing.usage.ingestion import ingest_usage, validate_events
+    from billing.usage.rate_sheets import add_rates, parse_sheet
     from jobs import context
     from jobs.embedded import EmbeddedScheduler
     from reconciliation.runs import reconcile
     from reconciliation.statements import fetch_statement
+    from sippy_simulator.server import start_simulator
 
     sessions = make_session_factory(make_engine(sqlite_url))
     now = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)

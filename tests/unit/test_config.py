@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing.config import DEFAULT_DATABASE_URL, Config
+from infra.config import DEFAULT_DATABASE_URL, Config
 
 
 def test_an_empty_environment_gives_the_embedded_defaults() -> None:

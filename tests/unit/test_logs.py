@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from billing.logs import configure_logging
+from infra.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def test_a_configuration_warning_is_logged_once_per_process(
 ) -> None:
     import logging
 
-    from billing.logs import warn_once
+    from infra.logs import warn_once
 
     logger = logging.getLogger("smsledger.test")
     with caplog.at_level(logging.WARNING):

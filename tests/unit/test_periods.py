@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.periods import last_ended_period, next_billing_at, next_period_start, period_start
+from billing.invoicing.periods import (
+    last_ended_period,
+    next_billing_at,
+    next_period_start,
+    period_start,
+)
 
 
 def at(*parts: int) -> datetime:
@@ -80,13 +85,13 @@ def test_periods_tile_time_without_gaps(moment: datetime) -> None:
 def test_invoice_totals_round_half_up_to_the_minor_unit(
     micros: int, currency: str, rounded: int
 ) -> None:
-    from billing.closing import round_half_up
+    from billing.invoicing.closing import round_half_up
 
     assert round_half_up(micros, currency) == rounded
 
 
 def test_the_last_close_time_follows_the_schedule() -> None:
-    from billing.periods import last_close_time
+    from billing.invoicing.periods import last_close_time
 
     assert last_close_time("daily", at(2026, 11, 24, 1, 59)) == at(2026, 11, 23, 2)
     assert last_close_time("daily", at(2026, 11, 24, 2, 0)) == at(2026, 11, 24, 2)

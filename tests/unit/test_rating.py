@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from billing.errors import InvalidRate
-from billing.rate_sheets import ALWAYS, parse_sheet
-from billing.rating import Rate, RateTable, count_segments, parse_destination
+from billing.usage.rate_sheets import ALWAYS, parse_sheet
+from billing.usage.rating import Rate, RateTable, count_segments, parse_destination
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 JUN = datetime(2026, 6, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from billing.errors import InvalidUsage
-from billing.usage import MAX_BATCH, validate_events
+from billing.usage.ingestion import MAX_BATCH, validate_events
 
 EVENT = {
     "message_id": "msg-0001",

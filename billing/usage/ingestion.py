@@ -17,21 +17,21 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import CUSTOMER_ID, system_code, unbilled_code
-from billing.config import BillingDefaults
 from billing.currency import validate_currency
 from billing.customers import Customer, find_customers_with_overrides, provision_customers
 from billing.errors import InvalidUsage, UnknownCustomer
 from billing.instants import parse_instant
-from billing.rating import Destination, count_segments, parse_destination, rate_cache
 from billing.settings import (
     GLOBAL_SCOPE,
+    BillingDefaults,
     Settings,
     effective_settings,
     global_settings,
     merge,
 )
 from billing.tables import usage_counters
-from billing.thresholds import after_usage
+from billing.usage.rating import Destination, count_segments, parse_destination, rate_cache
+from billing.usage.thresholds import after_usage
 from ledger.errors import LedgerError
 from ledger.model import MAX_KEY_LENGTH, EntryRequest, Kind, Leg, Transfer
 from ledger.money import parse_micros

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing.settings import BillingDefaults
+
 DEFAULT_DATABASE_URL = f"sqlite:///{Path('var') / 'smsledger.db'}"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -37,17 +39,6 @@ def _integers(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tu
     if any(value < 0 for value in values):
         raise ValueError(f"{name}={raw!r}: expected non-negative integers")
     return values
-
-
-@dataclass(frozen=True)
-class BillingDefaults:
-    """The `SMS_BILLING_*` defaults that seed the global settings on first start."""
-
-    frequency: str = "daily"
-    currency: str = "USD"
-    auto_process: bool = True
-    notifications_enabled: bool = True
-    auto_create_customers: bool = True
 
 
 @dataclass(frozen=True)

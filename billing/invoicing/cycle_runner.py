@@ -11,9 +11,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from billing.closing import CloseSummary, close_periods
-from billing.config import BillingDefaults
-from billing.settings import FREQUENCIES
+from billing.invoicing.closing import CloseSummary, close_periods
+from billing.settings import FREQUENCIES, BillingDefaults
 from ledger.db import run_in_transaction
 
 log = logging.getLogger("smsledger.billing")

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
-from billing.invoices import last_invoiced_end
-from billing.notifications import store_notifications
+from billing.invoicing.invoices import last_invoiced_end
+from billing.notifications.store import store_notifications
 from billing.settings import Settings
 from billing.tables import close_requests, customers, usage_counters
 from ledger.accounts import insert_ignoring_conflicts

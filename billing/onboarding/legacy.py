@@ -21,11 +21,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.chart import CUSTOMER_ID, system_code, unbilled_code
-from billing.config import BillingDefaults
 from billing.currency import validate_currency
 from billing.customers import find_customers, provision_customers, update_customer
-from billing.settings import global_settings, put_settings, user_overrides
-from billing.usage import add_to_counters
+from billing.settings import BillingDefaults, global_settings, put_settings, user_overrides
+from billing.usage.ingestion import add_to_counters
 from ledger.errors import LedgerError
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.money import parse_micros

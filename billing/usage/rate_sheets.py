@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 from billing.currency import validate_currency
 from billing.errors import InvalidRate
 from billing.instants import parse_instant
-from billing.rating import DEFAULT_PLAN, RateVersion, rate_cache
 from billing.tables import rates
+from billing.usage.rating import DEFAULT_PLAN, RateVersion, rate_cache
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.errors import LedgerError
 from ledger.money import parse_micros

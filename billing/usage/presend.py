@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import CUSTOMER_ID, receivable_code, unbilled_code
-from billing.config import BillingDefaults
 from billing.errors import InvalidUsage
-from billing.rating import parse_destination, rate_cache
-from billing.settings import global_settings, merge
+from billing.settings import BillingDefaults, global_settings, merge
 from billing.tables import UNPAID_STATUSES, billing_settings, customers, invoices
+from billing.usage.rating import parse_destination, rate_cache
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
 from ledger.tables import accounts, balances

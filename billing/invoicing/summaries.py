@@ -13,13 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.config import BillingDefaults
 from billing.customers import get_customer
+from billing.invoicing.periods import next_billing_at
 from billing.paging import Page, fetch_page
-from billing.periods import next_billing_at
-from billing.settings import Settings, effective_settings
+from billing.settings import BillingDefaults, Settings, effective_settings
 from billing.tables import UNPAID_STATUSES, invoice_lines, invoices
-from billing.thresholds import percent_used, unbilled_state
+from billing.usage.thresholds import percent_used, unbilled_state
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from xml.parsers.expat import ExpatError
 import requests
 from requests.auth import HTTPDigestAuth
 
-from billing.sippy.wire import format_time, from_double, parse_time, to_double
+from billing.payments.sippy_wire import format_time, from_double, parse_time, to_double
 from ledger.money import Money
 
 # Fault codes that no retry can cure (sippy-api.md "Faults", decision 0012): 403 is Sippy's own

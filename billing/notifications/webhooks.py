@@ -27,11 +27,10 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.config import BillingDefaults
-from billing.logs import warn_once
-from billing.notifications import public_notification
-from billing.settings import effective_settings
+from billing.notifications.store import public_notification
+from billing.settings import BillingDefaults, effective_settings
 from billing.tables import customers, notifications, webhook_deliveries
+from infra.logs import warn_once
 from ledger.db import dump_json, run_in_transaction
 
 log = logging.getLogger("smsledger.webhooks")

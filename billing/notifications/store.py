@@ -1,5 +1,6 @@
 """Notifications for users (SPEC §6), stored once each: the dedupe key decides, so racing
-writers and repeated jobs cannot store one twice. Webhook delivery is `billing.webhooks`'s."""
+writers and repeated jobs cannot store one twice. Webhook delivery is
+`billing.notifications.webhooks`'s."""
 
 from __future__ import annotations
 

@@ -27,12 +27,11 @@ import uuid6
 from sqlalchemy.orm import Session
 
 from billing.chart import receivable_code, system_code, unbilled_code
-from billing.config import BillingDefaults
 from billing.currency import minor_units
-from billing.invoices import last_invoiced_end
-from billing.notifications import store_notifications
-from billing.periods import SCHEDULED, last_ended_period
-from billing.settings import Settings, effective_settings
+from billing.invoicing.invoices import last_invoiced_end
+from billing.invoicing.periods import SCHEDULED, last_ended_period
+from billing.notifications.store import store_notifications
+from billing.settings import BillingDefaults, Settings, effective_settings
 from billing.tables import (
     close_requests,
     customers,

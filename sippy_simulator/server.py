@@ -28,7 +28,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs
 from urllib.request import parse_http_list, parse_keqv_list
 
-from billing.sippy.sim_state import (
+from sippy_simulator.switch import (
     FAULT_BAD_PARAMETER,
     FAULT_CODES,
     FAULT_NOT_XMLRPC,

@@ -25,12 +25,11 @@ import uuid6
 from sqlalchemy.orm import Session
 
 from billing.chart import receivable_code, system_code
-from billing.config import BillingDefaults
 from billing.errors import UnknownInvoice
-from billing.invoices import settlement_key
-from billing.notifications import store_notifications
-from billing.settings import effective_settings
-from billing.sippy.client import ChargeOutcome, Payment, SippyError
+from billing.invoicing.invoices import settlement_key
+from billing.notifications.store import store_notifications
+from billing.payments.sippy_client import ChargeOutcome, Payment, SippyError
+from billing.settings import BillingDefaults, effective_settings
 from billing.tables import customers, invoices, payment_attempts
 from ledger.db import run_in_transaction
 from ledger.model import EntryRequest, Kind, Leg

@@ -3,7 +3,7 @@ of SPEC §6 (process now, approve, retry, cancel).
 
 An action that should lead to a charge makes the invoice due (`next_retry_at`) and writes a
 `charge_invoice` outbox row in the same transaction, keyed by invoice and attempt so a repeated
-action cannot queue the same attempt twice; `billing.charging` does the charging.
+action cannot queue the same attempt twice; `billing.payments.charging` does the charging.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import system_code, unbilled_code
-from billing.config import BillingDefaults
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.paging import Page, fetch_page
-from billing.settings import effective_settings
+from billing.settings import BillingDefaults, effective_settings
 from billing.tables import customers, invoice_lines, invoices, outbox, payment_attempts
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.model import EntryRequest, Kind, Leg, Transfer

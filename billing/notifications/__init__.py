@@ -1,0 +1,1 @@
+"""Notifications for users: stored once each, delivered to signed webhooks."""

@@ -1,0 +1,1 @@
+"""Onboarding the host application's existing users and their usage."""

@@ -1,1 +1,0 @@
-"""Sippy: the XML-RPC client and the simulator that stands in for the switch in tests and demos."""
