@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import flask_smorest
 from cachetools import TTLCache
@@ -85,7 +85,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             g.role = role
             return view(*args, **kwargs)
 
-        return documented("apiKey", roles)(guarded)  # type: ignore[arg-type]
+        return documented("apiKey", roles)(cast(F, guarded))
 
     return decorate
 
@@ -108,4 +108,4 @@ def requires_user(view: F) -> F:
             raise ApiError(401, "invalid_token", error.message) from error
         return view(*args, user_id=user_id, **kwargs)
 
-    return documented("userToken")(guarded)  # type: ignore[arg-type]
+    return documented("userToken")(cast(F, guarded))

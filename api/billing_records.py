@@ -15,6 +15,7 @@ from api.ledger import TransferOut, present_transfer
 from api.runtime import dispatch_charges_now, now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
+from billing.invoice import InvoiceStatus
 from billing.invoicing.invoices import (
     ACTIONS,
     act,
@@ -25,7 +26,6 @@ from billing.invoicing.invoices import (
     payment_attempts_of,
 )
 from billing.settings import FREQUENCIES
-from billing.tables import INVOICE_STATUSES
 
 blp = Blueprint(
     "billing_records", __name__, url_prefix="/api/admin/sms/billing", description="Billing records"
@@ -33,7 +33,7 @@ blp = Blueprint(
 
 
 class RecordsQuery(PageQuery):
-    status = fields.String(validate=validate.OneOf(INVOICE_STATUSES))
+    status = fields.String(validate=validate.OneOf(list(InvoiceStatus)))
     user_id = fields.String(data_key="userId", validate=validate.Regexp(CUSTOMER_ID))
     start = Instant(data_key="from")
     end = Instant(data_key="to")

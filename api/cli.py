@@ -8,18 +8,16 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
 from api.runtime import runtime
-from billing.access.api_keys import create_key
+from billing.access.api_keys import create_key, first_admin_key
 from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidRate
@@ -27,14 +25,14 @@ from billing.instants import parse_instant
 from billing.invoicing.cycle_runner import run_cycle
 from billing.onboarding.legacy import migrate_legacy, parse_legacy
 from billing.settings import FREQUENCIES
-from billing.tables import ROLES, api_keys
+from billing.tables import ROLES
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from jobs.context import sippy_client
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.errors import LedgerError
-from reconciliation.report import as_csv, as_html, as_text, present_run
-from reconciliation.runs import account_comparison, reconcile, run_items
+from reconciliation.report import as_csv, as_html, as_text
+from reconciliation.runs import RunReport, reconcile, run_report
 from reconciliation.statements import fetch_statement, parse_statement_csv
 
 
@@ -181,8 +179,8 @@ def reconcile_command(
     when reconciled, 1 when differences remain."""
     ready()
     state = runtime()
-    bounds = [parse_instant(start), parse_instant(end)]
-    if bounds[0] is None or bounds[1] is None or bounds[1] <= bounds[0]:
+    start_at, end_at = parse_instant(start), parse_instant(end)
+    if start_at is None or end_at is None or end_at <= start_at:
         click.echo(
             "--from and --to must be RFC 3339 instants with offsets, --to after --from", err=True
         )
@@ -197,28 +195,23 @@ def reconcile_command(
             if client is None:
                 click.echo("SIPPY_URL is not set: give --statement FILE", err=True)
                 sys.exit(2)
-            loaded = fetch_statement(client, bounds[0], bounds[1])
+            loaded = fetch_statement(client, start_at, end_at)
     except LedgerError as error:
         click.echo(f"{error.message} {error.details or ''}".rstrip(), err=True)
         sys.exit(2)
     who = f"cli:{getpass.getuser()}"
     source = "statement" if statement else "sippy"
 
-    def work(session: Any) -> dict[str, Any]:
+    def work(session: Any) -> RunReport:
         run = reconcile(
-            session, loaded, source, bounds[0], bounds[1], who, state.clock(), window_minutes * 60
+            session, loaded, source, start_at, end_at, who, state.clock(), window_minutes * 60
         )
-        return present_run(
-            run, run_items(session, run.id, False), account_comparison(session, run.id)
-        )
+        return run_report(session, run.id, differences_only=False)
 
-    report = run_in_transaction(state.sessions, work)
+    report, items = run_in_transaction(state.sessions, work)
     if fmt == "json":
         out.write(json.dumps(report, indent=2) + "\n")
     elif fmt == "csv":
-        items = run_in_transaction(
-            state.sessions, lambda s: run_items(s, uuid.UUID(report["id"]), False)
-        )
         out.write(as_csv(items))
     elif fmt == "html":
         out.write(as_html(report))
@@ -265,18 +258,11 @@ def migrate_legacy_command(export: Any, fmt: str | None, month: str | None, dry_
         click.echo("--month must be YYYY-MM", err=True)
         sys.exit(2)
     users, errors = parse_legacy(export.read(), fmt)
-    session = state.sessions()
-    try:
-        summary = migrate_legacy(session, users, month_start, now, state.config.billing)
-        if dry_run:
-            session.rollback()
-        else:
-            session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    summary = run_in_transaction(
+        state.sessions,
+        lambda s: migrate_legacy(s, users, month_start, now, state.config.billing),
+        commit=not dry_run,
+    )
     summary.errors[:0] = errors
     click.echo(
         ("dry run: " if dry_run else "")
@@ -336,10 +322,9 @@ def serve(host: str, port: int, threads: int) -> None:
     state = runtime()
     migrations.upgrade(state.config.database_url)
     with unit_of_work(state.sessions) as session:
-        has_keys = session.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one()
-        if not has_keys:
-            key, _ = create_key(session, "admin", "first admin", state.clock())
-            click.echo(f"No API keys yet: created an admin key (shown once): {key}")
+        key = first_admin_key(session, state.clock())
+    if key is not None:
+        click.echo(f"No API keys yet: created an admin key (shown once): {key}")
     if not state.config.redis_url:
         from jobs import context
         from jobs.embedded import EmbeddedScheduler

@@ -13,7 +13,6 @@ from api.fields import time_text
 from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
-from billing.currency import validate_currency
 from billing.customers import (
     Customer,
     create_customer,
@@ -21,7 +20,6 @@ from billing.customers import (
     list_customers,
     update_customer,
 )
-from billing.settings import GLOBAL_SCOPE, effective_settings
 from billing.tables import CUSTOMER_STATUSES
 
 blp = Blueprint("customers", __name__, url_prefix="/api/admin/customers", description="Customers")
@@ -106,11 +104,9 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
     currency = body.pop("currency", None)
     defaults = runtime().config.billing
 
-    def work(session: Any) -> Customer:
-        chosen = currency or effective_settings(session, [], defaults, now())[GLOBAL_SCOPE].currency
-        return create_customer(session, user_id, validate_currency(chosen), now(), **body)
-
-    return present_customer(transaction(work))
+    return present_customer(
+        transaction(lambda s: create_customer(s, user_id, currency, now(), defaults, **body))
+    )
 
 
 @blp.route("/<string:user_id>", methods=["GET"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -86,7 +86,9 @@ _FIELD_CODES = [
 ]
 
 
-def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
+def envelope(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
     response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     response.status_code = status
     return response

@@ -14,7 +14,7 @@ from ledger.errors import InvalidAmount
 from ledger.money import format_micros, parse_micros
 
 
-class Money(fields.Field):
+class Money(fields.Field[int]):
     """Money in: a decimal string or a JSON number (parsed as Decimal), at most 6 decimals;
     loads to integer micro-units. Never a float."""
 

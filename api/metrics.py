@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 
-import sqlalchemy as sa
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,7 +17,7 @@ from prometheus_client import (
 
 from api.blueprint import Blueprint
 from api.runtime import transaction
-from billing.tables import INVOICE_STATUSES, invoices
+from billing.invoicing.stats import invoice_counts
 from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS, INVOICES
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
@@ -32,15 +31,8 @@ blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 )
 def metrics() -> Response:
     """Every metric of billing/metrics.py; invoices by status are counted now."""
-    counts = dict(
-        transaction(
-            lambda s: s.execute(
-                sa.select(invoices.c.status, sa.func.count()).group_by(invoices.c.status)
-            ).all()
-        )
-    )
-    for status in INVOICE_STATUSES:
-        INVOICES.labels(status).set(counts.get(status, 0))
+    for status, count in transaction(invoice_counts).items():
+        INVOICES.labels(status).set(count)
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

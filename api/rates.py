@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
 from api.auth import requires
@@ -14,10 +12,8 @@ from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.runtime import now, transaction
 from api.schemas import PageQuery, page_of, paged
-from billing.errors import InvalidRate
-from billing.paging import fetch_page
-from billing.tables import rates
-from billing.usage.rate_sheets import COLUMNS, add_rates, parse_rate
+from billing.usage import rate_sheets
+from billing.usage.rate_sheets import COLUMNS, add_rates
 
 blp = Blueprint("rates", __name__, url_prefix="/api/admin/rates", description="Rate table")
 
@@ -84,33 +80,10 @@ def _present(row: Any) -> dict[str, Any]:
 @blp.response(200, RatePageOut)
 def list_rates(query: dict[str, Any]) -> dict[str, Any]:
     """Rate versions by plan, prefix and validity."""
-    filters: list[sa.ColumnElement[bool]] = []
-    for name in ("plan", "prefix", "currency"):
-        if query.get(name) is not None:
-            filters.append(rates.c[name] == query[name])
-    active_at: datetime | None = query.get("active_at")
-    if active_at is not None:
-        newer = rates.alias("newer")
-        in_force = sa.and_(
-            rates.c.valid_from <= active_at,
-            sa.or_(rates.c.valid_to.is_(None), rates.c.valid_to > active_at),
-        )
-        filters.append(in_force)
-        # The newest version in force wins, as in rating.
-        filters.append(
-            ~sa.exists().where(
-                newer.c.plan == rates.c.plan,
-                newer.c.prefix == rates.c.prefix,
-                newer.c.currency == rates.c.currency,
-                newer.c.valid_from > rates.c.valid_from,
-                newer.c.valid_from <= active_at,
-                sa.or_(newer.c.valid_to.is_(None), newer.c.valid_to > active_at),
-            )
-        )
-    order = [rates.c.plan, rates.c.prefix, rates.c.currency, rates.c.valid_from]
+    filters = {name: query.get(name) for name in ("plan", "prefix", "currency", "active_at")}
     return paged(
         query,
-        lambda s, limit, offset: fetch_page(s, rates, filters, order, limit, offset),
+        lambda s, limit, offset: rate_sheets.list_rates(s, **filters, limit=limit, offset=offset),
         _present,
     )
 
@@ -121,14 +94,10 @@ def list_rates(query: dict[str, Any]) -> dict[str, Any]:
 @blp.response(201, ImportOut)
 def add(body: dict[str, Any]) -> dict[str, Any]:
     """Add rate versions; identical ones already present are left as they are."""
-    parsed, errors = [], []
-    for index, values in enumerate(body["rates"]):
-        text = {k: (str(v) if v is not None else None) for k, v in values.items() if k in COLUMNS}
-        try:
-            parsed.append(parse_rate(text))
-        except ValueError as error:
-            errors.append({"index": index, "message": str(error)})
-    if errors:
-        raise InvalidRate(f"{len(errors)} bad rate(s)", errors=errors)
+    texts = (
+        {k: (str(v) if v is not None else None) for k, v in values.items() if k in COLUMNS}
+        for values in body["rates"]
+    )
+    parsed = rate_sheets.parse_rates(texts, "index", 0, "bad rate(s)")
     summary = transaction(lambda s: add_rates(s, parsed, now()))
     return {"added": summary.added, "unchanged": summary.unchanged}

@@ -19,14 +19,12 @@ from api.schemas import PageQuery, page_of, paged
 from jobs.context import sippy_client
 from reconciliation.errors import SippyStatementUnavailable
 from reconciliation.proposals import resolve
-from reconciliation.report import as_csv, as_html, present_item, present_run
+from reconciliation.report import as_csv, as_html, present_item
 from reconciliation.runs import (
     DEFAULT_WINDOW_SECONDS,
-    account_comparison,
-    get_run,
     list_runs,
     reconcile,
-    run_items,
+    run_report,
 )
 from reconciliation.statements import fetch_statement, parse_statement_csv
 
@@ -185,17 +183,11 @@ def create_run() -> dict[str, Any]:
         statement = fetch_statement(client, body["start"], body["end"])
     window = body["window_minutes"] * 60
     source, start, end = body["source"], body["start"], body["end"]
-    run = transaction(lambda s: reconcile(s, statement, source, start, end, _who(), now(), window))
-    return _report(run.id, differences_only=False)
-
-
-def _report(run_id: uuid.UUID, differences_only: bool) -> dict[str, Any]:
-    def load(session: Any) -> dict[str, Any]:
-        run = get_run(session, run_id)
-        items = run_items(session, run_id, differences_only)
-        return present_run(run, items, account_comparison(session, run_id))
-
-    return transaction(load)
+    return transaction(
+        lambda s: run_report(
+            s, reconcile(s, statement, source, start, end, _who(), now(), window).id, False
+        )
+    ).report
 
 
 @blp.route("/runs", methods=["GET"])
@@ -226,17 +218,16 @@ def runs(query: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, RunOut)
 def read_run(query: dict[str, Any], run_id: uuid.UUID) -> Any:
     """One run: `?format=json|csv|html`, `?items=all|differences`."""
-    report = _report(run_id, query["items"] == "differences")
+    found = transaction(lambda s: run_report(s, run_id, query["items"] == "differences"))
     if query["format"] == "html":
-        return Response(as_html(report), mimetype="text/html")
+        return Response(as_html(found.report), mimetype="text/html")
     if query["format"] == "csv":
-        items = transaction(lambda s: run_items(s, run_id, query["items"] == "differences"))
         return Response(
-            as_csv(items),
+            as_csv(found.items),
             mimetype="text/csv",
             headers={"Content-Disposition": f"attachment; filename=reconciliation-{run_id}.csv"},
         )
-    return report
+    return found.report
 
 
 @blp.route("/runs/<uuid:run_id>/items/<int:item_id>/resolve", methods=["POST"])

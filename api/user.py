@@ -12,9 +12,9 @@ from api.blueprint import Blueprint
 from api.fields import money_text, time_text
 from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
+from billing.invoice import InvoiceStatus
 from billing.invoicing.summaries import billing_history, billing_summary
 from billing.notifications.store import KINDS, notifications_of, public_notification
-from billing.tables import INVOICE_STATUSES
 from ledger.money import format_micros
 
 blp = Blueprint("user", __name__, url_prefix="/api/user", description="End users")
@@ -106,7 +106,7 @@ class HistoryItemOut(InvoiceBriefOut):
 
 
 class HistoryQuery(PageQuery):
-    status = fields.String(validate=validate.OneOf(INVOICE_STATUSES))
+    status = fields.String(validate=validate.OneOf(list(InvoiceStatus)))
 
 
 HistoryPageOut = page_of(HistoryItemOut, "BillingHistoryPageOut")

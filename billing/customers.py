@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import customer_specs, system_specs, validate_customer_id
+from billing.currency import validate_currency
 from billing.errors import CustomerExists, CustomerNotFound
 from billing.paging import Page, fetch_page
+from billing.settings import GLOBAL_SCOPE, BillingDefaults, effective_settings
 from billing.tables import billing_settings, customers, usage_counters
 from ledger.accounts import ensure_accounts, insert_ignoring_conflicts
 
@@ -148,15 +150,25 @@ def get_customer(session: Session, user_id: str) -> Customer:
 
 
 def create_customer(
-    session: Session, user_id: str, currency: str, now: datetime, **fields: Any
+    session: Session,
+    user_id: str,
+    currency: str | None,
+    now: datetime,
+    defaults: BillingDefaults | None = None,
+    **fields: Any,
 ) -> Customer:
     """Create a customer with its accounts, and name, Sippy account, webhook URL, status.
+    Without a currency the customer gets the global settings' currency (seeded from
+    `defaults` when nothing is stored yet), as a customer provisioned by usage would.
 
     Raises: CustomerExists; InvalidTransfer for an id that cannot name accounts; InvalidCurrency.
     """
     if find_customers(session, [user_id]):
         raise CustomerExists(f"customer {user_id!r} exists: change it with PATCH", user_id=user_id)
-    provision_customers(session, [user_id], currency, now)
+    if currency is None:
+        scopes = effective_settings(session, [], defaults or BillingDefaults(), now)
+        currency = scopes[GLOBAL_SCOPE].currency
+    provision_customers(session, [user_id], validate_currency(currency), now)
     return (
         update_customer(session, user_id, now, **fields)
         if fields

@@ -5,13 +5,47 @@ sweep over the durable state (a due invoice keeps its `next_retry_at`)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.keys import charge_job_key
 from billing.tables import outbox
+from ledger.bulk import insert_rows
+
+
+class Topic(StrEnum):
+    """What an outbox row asks for; the job that consumes it claims by topic."""
+
+    CHARGE_INVOICE = "charge_invoice"
+
+
+class ChargeRequest(NamedTuple):
+    """Charge attempt `attempt_no` of an invoice, asked for by a close or an admin action."""
+
+    invoice_id: uuid.UUID
+    attempt_no: int
+
+
+def queue_charges(session: Session, requests: Iterable[ChargeRequest], now: datetime) -> int:
+    """Ask for these charge attempts after commit; how many were asked for. The key (invoice
+    and attempt) makes a repeated request for the same attempt a no-op."""
+    rows = [
+        {
+            "topic": Topic.CHARGE_INVOICE.value,
+            "key": charge_job_key(request.invoice_id, request.attempt_no),
+            "payload": {"invoice_id": str(request.invoice_id)},
+            "created_at": now,
+        }
+        for request in requests
+    ]
+    insert_rows(session, outbox, rows, conflict=["key"])
+    return len(rows)
 
 
 def claim_outbox(session: Session, topic: str, now: datetime, limit: int = 500) -> list[Any]:

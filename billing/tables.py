@@ -23,8 +23,6 @@ api_keys = sa.Table(
 )
 
 CUSTOMER_STATUSES = ("active", "suspended")
-INVOICE_STATUSES = ("pending", "processing", "paid", "failed", "cancelled")
-UNPAID_STATUSES = ("pending", "processing", "failed")
 
 customers = sa.Table(
     "customers",

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.notifications.webhooks import Sender, post_with_requests
-from billing.payments.charging import ChargePolicy, Gateway
+from billing.payments.charge_runner import Gateway
+from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
 from infra.config import Config

@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from billing.outbox import claim_outbox
-from billing.payments.charging import charge_invoice as charge_step
+from billing.payments.charge_runner import charge_invoice as charge_step
 from billing.payments.charging import due_charges
 from infra.logs import warn_once
 from infra.metrics import CHARGES, timed_job

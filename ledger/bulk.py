@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ledger.db import dump_json
+from ledger.exact_json import dump_json
 from ledger.tables import transfers
 
 BULK_MIN_ROWS = 64
@@ -141,13 +141,3 @@ def insert_rows(
             for name in names
         },
     )
-
-
-def analyze_staged(session: Session, *tables: sa.Table) -> None:
-    """Statistics for session-local staging tables, which autovacuum never visits: without
-    them PostgreSQL plans joins on guesses (one reconciliation of 1,000,000 lines ran for more
-    than five minutes on such a plan). A no-op on SQLite."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        for table in tables:
-            connection.exec_driver_sql(f"ANALYZE {table.name}")

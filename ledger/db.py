@@ -5,12 +5,10 @@ Every request, job and CLI command opens exactly one unit of work; nothing below
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -29,6 +27,7 @@ from ledger.errors import (
     RetryableConflict,
     UnknownAccount,
 )
+from ledger.exact_json import dump_json
 
 T = TypeVar("T")
 
@@ -53,16 +52,6 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[LedgerError], str]] = {
 }
 
 _RETRYABLE_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)  # exact: metadata numbers never pass through float
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def dump_json(value: object) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
 
 
 def make_engine(url: str, **options: Any) -> sa.Engine:
@@ -103,15 +92,19 @@ def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: Callable[[], Session]) -> Iterator[Session]:
+def unit_of_work(factory: Callable[[], Session], commit: bool = True) -> Iterator[Session]:
     """One transaction: commit on clean exit, roll back on any exception, always close.
+    `commit=False` rolls back a clean exit too: a dry run does all the work and keeps none.
 
     Database refusals that have a ledger meaning leave as `LedgerError`s.
     """
     session = factory()
     try:
         yield session
-        session.commit()
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     except DBAPIError as error:
         session.rollback()
         translated = translate(error)
@@ -126,7 +119,10 @@ def unit_of_work(factory: Callable[[], Session]) -> Iterator[Session]:
 
 
 def run_in_transaction(
-    factory: Callable[[], Session], work: Callable[[Session], T], attempts: int = 3
+    factory: Callable[[], Session],
+    work: Callable[[Session], T],
+    attempts: int = 3,
+    commit: bool = True,
 ) -> T:
     """Run `work` in one unit of work, retrying the whole unit on deadlock or serialization
     failure a bounded number of times.
@@ -135,7 +131,7 @@ def run_in_transaction(
     """
     for attempt in range(1, attempts + 1):
         try:
-            with unit_of_work(factory) as session:
+            with unit_of_work(factory, commit) as session:
                 return work(session)
         except DBAPIError as error:
             if not is_retryable(error):

@@ -23,6 +23,13 @@ class InvalidAmount(LedgerError):
     more than six decimals, a float, too large)."""
 
 
+class TooManyDecimals(InvalidAmount):
+    """Raised when an amount carries a non-zero digit beyond the sixth decimal place: the ledger
+    would have to round it, and it never rounds. An `InvalidAmount`, so every handler of that
+    still catches it; its own type lets a caller give it its own code without reading the
+    message."""
+
+
 class InvalidCurrency(LedgerError):
     """Raised when a currency code is not shaped like ISO 4217."""
 

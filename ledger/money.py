@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from ledger.errors import InvalidAmount, InvalidCurrency
+from ledger.errors import InvalidAmount, InvalidCurrency, TooManyDecimals
 
 MICROS_PER_UNIT = 1_000_000
 MICRO_PLACES = 6
@@ -36,7 +36,7 @@ def parse_micros(value: object) -> int:
     More than six decimals is an error, never a silent rounding. Floats and bools are refused:
     a float has already lost the exact value.
 
-    Raises: InvalidAmount.
+    Raises: InvalidAmount; TooManyDecimals (one of them) for digits beyond the sixth place.
     """
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidAmount(f"{value!r}: money must be a decimal string, never a float")
@@ -62,7 +62,7 @@ def parse_micros(value: object) -> int:
     if isinstance(exponent, int) and exponent < -MICRO_PLACES:
         # 1.500000000 is still exact: only digits that carry value count.
         if decimal != decimal.quantize(Decimal(1).scaleb(-MICRO_PLACES)):
-            raise InvalidAmount(f"{value!r} has more than {MICRO_PLACES} decimal places")
+            raise TooManyDecimals(f"{value!r} has more than {MICRO_PLACES} decimal places")
     micros = int(decimal.scaleb(MICRO_PLACES))
     if abs(micros) > MAX_MICROS:
         raise InvalidAmount(f"{value!r} is too large")

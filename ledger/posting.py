@@ -60,44 +60,16 @@ def post_entries(
         _with_index(index, validate_entry, entry)
     fingerprints = [entry.fingerprint() for entry in entries]
     account_by_code = _resolve_accounts(session, entries)
-
     keys = [(entry.kind.value, entry.idempotency_key) for entry in entries]
-    first_seen: dict[EntryKey, int] = {}
-    for index, entry in enumerate(entries):
-        key = keys[index]
-        if key in first_seen and fingerprints[first_seen[key]] != fingerprints[index]:
-            raise _conflict(entry, index)
-        first_seen.setdefault(key, index)
+    first_seen = _first_occurrences(entries, keys, fingerprints)
 
     # Insert first: a key that exists already (a replay, or a concurrent post that won) is
     # simply not inserted, and only those are read back. New keys cost one statement.
     rows: list[dict[str, Any]] = []
     for index in first_seen.values():
         rows.extend(_rows(entries[index], fingerprints[index], account_by_code, now))
-    stored: dict[EntryKey, tuple[Transfer, ...]] = {}
-    inserted: set[uuid.UUID] = set()
-    if rows:
-        rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
-        try:
-            inserted = insert_transfers(session, rows)
-        except IntegrityError as error:
-            if db.constraint_name(error) == "uq_transfers_reverses_id":
-                raise AlreadyReversed("that transfer has already been reversed") from error
-            raise
-        lost_races = {(r["kind"], r["idempotency_key"]) for r in rows if r["id"] not in inserted}
-        if lost_races:
-            stored.update(_stored_entries(session, list(lost_races)))
-        _move_balances(session, [r for r in rows if r["id"] in inserted], account_by_code)
-
-    code_by_id = {account.id: code for code, account in account_by_code.items()}
-    new_by_key: dict[EntryKey, list[Transfer]] = defaultdict(list)
-    for row in rows:
-        if row["id"] in inserted:
-            new_by_key[(row["kind"], row["idempotency_key"])].append(
-                _transfer_from(
-                    row, code_by_id[row["debit_account_id"]], code_by_id[row["credit_account_id"]]
-                )
-            )
+    inserted, stored = _insert_new(session, rows, account_by_code)
+    new_by_key = _new_transfers(rows, inserted, account_by_code)
 
     results: list[PostResult] = []
     for index, entry in enumerate(entries):
@@ -112,6 +84,55 @@ def post_entries(
             raise _conflict(entry, index)
         results.append(PostResult("duplicate", tuple(previous)))
     return results
+
+
+def _first_occurrences(
+    entries: Sequence[EntryRequest], keys: list[EntryKey], fingerprints: list[str]
+) -> dict[EntryKey, int]:
+    """Where each key first appears in the request. Raises: IdempotencyConflict when one key
+    comes twice with different content."""
+    first_seen: dict[EntryKey, int] = {}
+    for index, entry in enumerate(entries):
+        key = keys[index]
+        if key in first_seen and fingerprints[first_seen[key]] != fingerprints[index]:
+            raise _conflict(entry, index)
+        first_seen.setdefault(key, index)
+    return first_seen
+
+
+def _insert_new(
+    session: Session, rows: list[dict[str, Any]], account_by_code: dict[str, Account]
+) -> tuple[set[uuid.UUID], dict[EntryKey, tuple[Transfer, ...]]]:
+    """Insert the rows whose keys are new and move their balances; the ids inserted, and the
+    stored transfers of keys another post had already taken."""
+    if not rows:
+        return set(), {}
+    rows.sort(key=lambda row: (row["kind"], row["idempotency_key"], row["leg"]))
+    try:
+        inserted = insert_transfers(session, rows)
+    except IntegrityError as error:
+        if db.constraint_name(error) == "uq_transfers_reverses_id":
+            raise AlreadyReversed("that transfer has already been reversed") from error
+        raise
+    lost_races = {(r["kind"], r["idempotency_key"]) for r in rows if r["id"] not in inserted}
+    stored = _stored_entries(session, list(lost_races)) if lost_races else {}
+    _move_balances(session, [r for r in rows if r["id"] in inserted], account_by_code)
+    return inserted, stored
+
+
+def _new_transfers(
+    rows: list[dict[str, Any]], inserted: set[uuid.UUID], account_by_code: dict[str, Account]
+) -> dict[EntryKey, list[Transfer]]:
+    code_by_id = {account.id: code for code, account in account_by_code.items()}
+    new_by_key: dict[EntryKey, list[Transfer]] = defaultdict(list)
+    for row in rows:
+        if row["id"] in inserted:
+            new_by_key[(row["kind"], row["idempotency_key"])].append(
+                _transfer_from(
+                    row, code_by_id[row["debit_account_id"]], code_by_id[row["credit_account_id"]]
+                )
+            )
+    return new_by_key
 
 
 def reverse_transfer(

@@ -22,15 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.tables import customers, payment_attempts
-from ledger.bulk import analyze_staged, insert_rows
+from ledger.bulk import insert_rows
 from ledger.model import Kind
+from ledger.staging import analyze_staged, staged, staging_table
 from ledger.tables import UtcDateTime, transfers
 from reconciliation.statements import StatementLine
 
-_meta = sa.MetaData()
-_STATEMENT = sa.Table(
+_STATEMENT = staging_table(
     "recon_statement",
-    _meta,
     sa.Column("line_no", sa.Integer),
     sa.Column("payment_id", sa.String(64)),
     sa.Column("account_id", sa.String(64)),
@@ -41,11 +40,9 @@ _STATEMENT = sa.Table(
     sa.Column("currency", sa.String(3)),
     sa.Column("reference", sa.String(200)),
     sa.Column("ordinal", sa.Integer),
-    prefixes=["TEMPORARY"],
 )
-_LEDGER = sa.Table(
+_LEDGER = staging_table(
     "recon_ledger",
-    _meta,
     sa.Column("transfer_id", sa.Uuid),
     sa.Column("reference", sa.String(200)),
     sa.Column("account_id", sa.String(64)),
@@ -55,15 +52,12 @@ _LEDGER = sa.Table(
     sa.Column("amount", sa.BigInteger),
     sa.Column("currency", sa.String(3)),
     sa.Column("ordinal", sa.Integer),
-    prefixes=["TEMPORARY"],
 )
-_PAIRS = sa.Table(
+_PAIRS = staging_table(
     "recon_pairs",
-    _meta,
     sa.Column("line_no", sa.Integer),
     sa.Column("transfer_id", sa.Uuid),
     sa.Column("rule", sa.String(24)),
-    prefixes=["TEMPORARY"],
 )
 
 REFERENCE_PREFIX = "smsledger:"
@@ -140,28 +134,20 @@ def match(
 ) -> int:
     """Stage both sides, pair them and write the run's items; how many statement lines were
     left out (outside the range, or not ours: an account of no customer, no reference of ours)."""
-    connection = session.connection()
-    _drop(session)
-    for table in (_STATEMENT, _LEDGER, _PAIRS):
-        table.create(connection)
-    ignored = _stage_statement(session, lines, start, end)
-    _stage_ledger(session, start, end)
-    analyze_staged(session, _STATEMENT, _LEDGER)
-    connection.execute(sa.text(_PAIR_BY_REFERENCE))
-    analyze_staged(session, _PAIRS)
-    connection.execute(sa.text(_PAIR_BY_ACCOUNT_AMOUNT_TIME), {"window": window_seconds})
-    analyze_staged(session, _PAIRS)
-    connection.execute(
-        sa.text(_ITEMS).bindparams(sa.bindparam("run", type_=sa.Uuid)),
-        {"run": run_id},
-    )
-    _drop(session)
+    with staged(session, _STATEMENT, _LEDGER, _PAIRS):
+        connection = session.connection()
+        ignored = _stage_statement(session, lines, start, end)
+        _stage_ledger(session, start, end)
+        analyze_staged(session, _STATEMENT, _LEDGER)
+        connection.execute(sa.text(_PAIR_BY_REFERENCE))
+        analyze_staged(session, _PAIRS)
+        connection.execute(sa.text(_PAIR_BY_ACCOUNT_AMOUNT_TIME), {"window": window_seconds})
+        analyze_staged(session, _PAIRS)
+        connection.execute(
+            sa.text(_ITEMS).bindparams(sa.bindparam("run", type_=sa.Uuid)),
+            {"run": run_id},
+        )
     return ignored
-
-
-def _drop(session: Session) -> None:
-    for table in (_PAIRS, _LEDGER, _STATEMENT):
-        session.connection().exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
 
 
 def _stage_statement(

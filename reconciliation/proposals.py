@@ -23,7 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.chart import system_code, system_specs
+from billing.chart import receivable_code, system_code, system_specs
+from billing.invoice import UNPAID
+from billing.keys import reconciliation_key
 from billing.payments.charging import mark_unsettled, settle_from_statement
 from billing.settings import BillingDefaults
 from billing.tables import invoices
@@ -63,7 +65,7 @@ def proposal(session: Session, item: Any) -> dict[str, Any]:
         invoice = _unpaid_invoice(session, item)
         if invoice is None:
             return _receipt(item, "record what Sippy collected; refund or explain it")
-        receivable = f"customer:{invoice.customer_id}:receivable"
+        receivable = receivable_code(invoice.customer_id)
         return {
             "action": "settle_invoice",
             "invoice_id": str(invoice.id),
@@ -74,7 +76,7 @@ def proposal(session: Session, item: Any) -> dict[str, Any]:
         }
     reversal = _entry(
         "reversal",
-        f"customer:{item.customer_id}:receivable",
+        receivable_code(item.customer_id),
         system_code(CLEARING, ledger_cur),
         item,
         "ledger",
@@ -143,7 +145,7 @@ def _unpaid_invoice(session: Session, item: Any) -> Any:
     ).one_or_none()
     if (
         invoice is None
-        or invoice.status not in ("pending", "processing", "failed")
+        or invoice.status not in UNPAID
         or invoice.currency != item.sippy_currency
         or invoice.amount_micros != item.sippy_amount_micros
     ):
@@ -195,7 +197,7 @@ def resolve(
 
 def _apply(session: Session, item: Any, now: datetime, defaults: BillingDefaults) -> None:
     plan = item.proposal or {}
-    key = f"reconciliation:{item.id}"
+    key = reconciliation_key(item.id)
     action = plan.get("action")
     if action == "settle_invoice":
         settle_from_statement(

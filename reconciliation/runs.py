@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 import uuid6
@@ -20,6 +20,7 @@ from ledger.money import format_micros
 from reconciliation.errors import UnknownRun
 from reconciliation.matching import match
 from reconciliation.proposals import propose_all
+from reconciliation.report import present_run
 from reconciliation.statements import Statement
 from reconciliation.tables import DIFFERENCE_KINDS, reconciliation_items, reconciliation_runs
 
@@ -165,3 +166,20 @@ def account_comparison(session: Session, run_id: uuid.UUID) -> list[dict[str, An
 def list_runs(session: Session, limit: int, offset: int) -> Page:
     order = [reconciliation_runs.c.created_at.desc(), reconciliation_runs.c.id.desc()]
     return fetch_page(session, reconciliation_runs, [], order, limit, offset)
+
+
+class RunReport(NamedTuple):
+    """One run as an accountant reads it: the report (`present_run`'s JSON) and the item rows
+    it was made from (for the CSV)."""
+
+    report: dict[str, Any]
+    items: list[Any]
+
+
+def run_report(session: Session, run_id: uuid.UUID, differences_only: bool) -> RunReport:
+    """The run's report, read in the caller's unit of work.
+
+    Raises: UnknownRun."""
+    run = get_run(session, run_id)
+    items = run_items(session, run_id, differences_only)
+    return RunReport(present_run(run, items, account_comparison(session, run_id)), items)

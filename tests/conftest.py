@@ -3,13 +3,16 @@ Alembic and used as a template, and a fresh copy of it for every test that asks.
 
 A copy per test (about 0.1 s) instead of a rolled-back outer transaction: the tests commit for
 real, so triggers, constraints and concurrent units of work behave as in production.
+
+Also the one HTTP client of the tests (`api`, `make_api`: see `tests.client`) and the Sippy
+simulator (`sim`, `start_sim`), each stopped after the test that started it.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +25,8 @@ from api import create_app
 from billing.access.api_keys import create_key
 from infra.config import Config
 from ledger.db import make_engine, make_session_factory, unit_of_work
+from sippy_simulator.server import SimulatorHandle, start_simulator
+from tests.client import ApiClient
 from tests.pgserver import PostgresServer
 
 TEMPLATE = "smsledger_template"
@@ -124,3 +129,47 @@ def app_and_keys(pg_url: str, clock: Clock) -> Iterator[tuple[object, dict[str, 
     app, keys = build_app(pg_url, clock)
     yield app, keys
     app.extensions["smsledger"].engine.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def api(app_and_keys: tuple[Any, dict[str, str]]) -> ApiClient:
+    """The client of the default app (`app_and_keys`): `api.as_role("admin").get(path)`."""
+    app, keys = app_and_keys
+    return ApiClient(app, keys)
+
+
+@pytest.fixture
+def make_api(clock: Clock) -> Iterator[Callable[..., ApiClient]]:
+    """`make_api(config)`: an app built with `config` on the test's clock (or on the clock
+    given as second argument) and its client; each app's engine is disposed after the test."""
+    built: list[ApiClient] = []
+
+    def make(config: Config, clock: Clock = clock) -> ApiClient:
+        app, keys = build_app(config.database_url, clock, config)
+        built.append(ApiClient(app, keys))
+        return built[-1]
+
+    yield make
+    for client in built:
+        client.dispose()
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., SimulatorHandle]]:
+    """`start_sim(**options)`: a Sippy simulator started with `start_simulator`'s options;
+    each one started is stopped after the test."""
+    started: list[SimulatorHandle] = []
+
+    def start(**options: Any) -> SimulatorHandle:
+        started.append(start_simulator(**options))
+        return started[-1]
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def sim(start_sim: Callable[..., SimulatorHandle], clock: Clock) -> SimulatorHandle:
+    """A Sippy simulator with its default accounts, on the test's clock."""
+    return start_sim(clock=clock)

@@ -61,3 +61,11 @@ def role_for_key(session: Session, key: str) -> str | None:
             api_keys.c.key_hash == digest(key), api_keys.c.revoked_at.is_(None)
         )
     ).scalar_one_or_none()
+
+
+def first_admin_key(session: Session, now: datetime) -> str | None:
+    """A new admin key when no key exists at all (a fresh install), shown once; else None."""
+    if session.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one():
+        return None
+    key, _ = create_key(session, "admin", "first admin", now)
+    return key

@@ -17,25 +17,32 @@ from sqlalchemy.orm import Session
 
 from billing.chart import system_code, unbilled_code
 from billing.errors import InvalidInvoiceState, UnknownInvoice
+from billing.invoice import Invoice, InvoiceStatus, check_move
+from billing.keys import (
+    invoice_cancel_key,
+    invoice_key,
+    invoice_transfer_keys,
+    rounding_cancel_key,
+    rounding_key,
+    write_off_key,
+)
+from billing.outbox import ChargeRequest, queue_charges
 from billing.paging import Page, fetch_page
 from billing.settings import BillingDefaults, effective_settings
-from billing.tables import customers, invoice_lines, invoices, outbox, payment_attempts
-from ledger.accounts import insert_ignoring_conflicts
+from billing.tables import invoice_lines, invoices, payment_attempts
 from ledger.model import EntryRequest, Kind, Leg, Transfer
 from ledger.posting import post_entry, reverse_transfer, select_transfers
 from ledger.tables import transfers
 
-ACTIONS = ("process", "approve", "retry", "cancel")
+ACTIONS_FROM: dict[str, tuple[InvoiceStatus, ...]] = {
+    "process": (InvoiceStatus.PENDING,),
+    "approve": (InvoiceStatus.PENDING,),
+    "retry": (InvoiceStatus.FAILED,),
+    "cancel": (InvoiceStatus.PENDING, InvoiceStatus.FAILED),
+}
+"""The admin actions of SPEC §6 and the states each may start from."""
 
-
-def last_invoiced_end() -> sa.ScalarSelect[Any]:
-    """Per customer row (correlated on `customers.user_id`): the end of its last invoiced,
-    uncancelled period: where its open period starts."""
-    return (
-        sa.select(sa.func.max(invoices.c.period_end))
-        .where(invoices.c.customer_id == customers.c.user_id, invoices.c.status != "cancelled")
-        .scalar_subquery()
-    )
+ACTIONS = tuple(ACTIONS_FROM)
 
 
 def list_invoices(
@@ -83,13 +90,6 @@ def invoice_lines_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     )
 
 
-def settlement_key(reference: str) -> str:
-    """One settlement per successful charge, keyed by the charge's unique reference: a charge
-    can never be settled twice, and an invoice whose settlement was reversed (Sippy had no such
-    debit) can be charged and settled again under its new attempt."""
-    return f"settlement:{reference}"
-
-
 def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     """Every charge attempt of the invoice, first first."""
     return list(
@@ -101,27 +101,15 @@ def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
     )
 
 
-def _keys(session: Session, invoice_id: uuid.UUID) -> list[tuple[str, str]]:
-    settlements = [
-        (Kind.SETTLEMENT.value, settlement_key(attempt.reference))
-        for attempt in payment_attempts_of(session, invoice_id)
-    ]
-    return [
-        *settlements,
-        (Kind.INVOICE.value, f"invoice:{invoice_id}"),
-        (Kind.ROUNDING.value, f"rounding:{invoice_id}"),
-        (Kind.REVERSAL.value, f"cancel:invoice:{invoice_id}"),
-        (Kind.REVERSAL.value, f"cancel:rounding:{invoice_id}"),
-        (Kind.ADJUSTMENT.value, f"write-off:{invoice_id}"),
-    ]
-
-
 def invoice_transfers(session: Session, invoice_id: uuid.UUID) -> list[Transfer]:
     """The ledger transfers an invoice caused, found by their idempotency keys (indexed)."""
     found: list[Transfer] = []
-    for kind, key in _keys(session, invoice_id):
+    references = [attempt.reference for attempt in payment_attempts_of(session, invoice_id)]
+    for kind, key in invoice_transfer_keys(invoice_id, references):
         found.extend(
-            select_transfers(session, transfers.c.kind == kind, transfers.c.idempotency_key == key)
+            select_transfers(
+                session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
+            )
         )
     return sorted(found, key=lambda t: (t.posted_at, str(t.id)))
 
@@ -144,17 +132,13 @@ def act(
     """
     if action not in ACTIONS:
         raise InvalidInvoiceState(f"action must be one of {', '.join(ACTIONS)}", action=action)
-    invoice = session.execute(
+    row = session.execute(
         sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
     ).one_or_none()
-    if invoice is None:
+    if row is None:
         raise UnknownInvoice(f"no invoice {invoice_id}", invoice_id=str(invoice_id))
-    allowed = {
-        "process": ("pending",),
-        "approve": ("pending",),
-        "retry": ("failed",),
-        "cancel": ("pending", "failed"),
-    }[action]
+    invoice = Invoice.from_row(row)
+    allowed = ACTIONS_FROM[action]
     if invoice.status not in allowed or (action == "approve" and invoice.approved_at is not None):
         raise InvalidInvoiceState(
             f"cannot {action} an invoice that is {invoice.status}"
@@ -170,35 +154,25 @@ def act(
         changes["approved_at"] = invoice.approved_at or now
         if action == "process" or settings.auto_process:
             changes["next_retry_at"] = now
-            _queue_charge(session, invoice, now)
+            queue_charges(session, [ChargeRequest(invoice.id, invoice.attempts + 1)], now)
     elif action == "retry":
-        changes.update(status="pending", next_retry_at=now)
-        _queue_charge(session, invoice, now)
+        changes.update(status=check_move(invoice.status, InvoiceStatus.PENDING), next_retry_at=now)
+        queue_charges(session, [ChargeRequest(invoice.id, invoice.attempts + 1)], now)
     else:
-        changes.update(status="cancelled", next_retry_at=None)
+        changes.update(
+            status=check_move(invoice.status, InvoiceStatus.CANCELLED), next_retry_at=None
+        )
         _reverse_and_write_off(session, invoice, now)
     session.execute(sa.update(invoices).where(invoices.c.id == invoice_id).values(**changes))
     return get_invoice(session, invoice_id)
 
 
-def _queue_charge(session: Session, invoice: Any, now: datetime) -> None:
-    session.execute(
-        insert_ignoring_conflicts(session, outbox).on_conflict_do_nothing(index_elements=["key"]),
-        {
-            "topic": "charge_invoice",
-            "key": f"charge:{invoice.id}:{invoice.attempts + 1}",
-            "payload": {"invoice_id": str(invoice.id)},
-            "created_at": now,
-        },
-    )
-
-
-def _reverse_and_write_off(session: Session, invoice: Any, now: datetime) -> None:
+def _reverse_and_write_off(session: Session, invoice: Invoice, now: datetime) -> None:
     """Undo the invoice's transfers, then move the usage it billed out of unbilled into
     `adjustments:<CUR>`: the customer owes nothing for it and it is never billed again."""
     for kind, key, cancel_key in (
-        (Kind.INVOICE, f"invoice:{invoice.id}", f"cancel:invoice:{invoice.id}"),
-        (Kind.ROUNDING, f"rounding:{invoice.id}", f"cancel:rounding:{invoice.id}"),
+        (Kind.INVOICE, invoice_key(invoice.id), invoice_cancel_key(invoice.id)),
+        (Kind.ROUNDING, rounding_key(invoice.id), rounding_cancel_key(invoice.id)),
     ):
         for original in select_transfers(
             session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
@@ -211,7 +185,7 @@ def _reverse_and_write_off(session: Session, invoice: Any, now: datetime) -> Non
             session,
             EntryRequest(
                 Kind.ADJUSTMENT,
-                f"write-off:{invoice.id}",
+                write_off_key(invoice.id),
                 (
                     Leg(
                         system_code("adjustments", invoice.currency),

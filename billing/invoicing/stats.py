@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.invoice import InvoiceStatus
 from billing.tables import invoices, payment_attempts
 from ledger.model import Kind
 from ledger.money import format_micros
@@ -37,8 +38,8 @@ def billing_stats(
         entry = by_status.setdefault(status, {"count": 0, "amounts": {}})
         entry["count"] += int(count)
         entry["amounts"][currency] = format_micros(int(total))
-    paid = by_status.get("paid", {}).get("count", 0)
-    failed = by_status.get("failed", {}).get("count", 0)
+    paid = by_status.get(InvoiceStatus.PAID, {}).get("count", 0)
+    failed = by_status.get(InvoiceStatus.FAILED, {}).get("count", 0)
     averages = {
         currency: format_micros(int(average))
         for currency, average in session.execute(
@@ -164,3 +165,13 @@ def _by_country(session: Session, start: datetime, end: datetime) -> list[dict[s
         }
         for code, currency, messages, parts, amount in rows
     ]
+
+
+def invoice_counts(session: Session) -> dict[InvoiceStatus, int]:
+    """How many invoices are in each state now (every state, zero included)."""
+    found: dict[str, int] = dict(
+        session.execute(
+            sa.select(invoices.c.status, sa.func.count()).group_by(invoices.c.status)
+        ).all()
+    )
+    return {status: int(found.get(status, 0)) for status in InvoiceStatus}

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.customers import get_customer
+from billing.invoice import UNPAID
 from billing.invoicing.periods import next_billing_at
 from billing.paging import Page, fetch_page
 from billing.settings import BillingDefaults, Settings, effective_settings
-from billing.tables import UNPAID_STATUSES, invoice_lines, invoices
+from billing.tables import invoice_lines, invoices
 from billing.usage.thresholds import percent_used, unbilled_state
 
 
@@ -46,7 +47,7 @@ def billing_summary(
     pending = session.execute(
         sa.select(
             sa.func.count(), sa.func.coalesce(sa.func.sum(invoices.c.amount_micros), 0)
-        ).where(invoices.c.customer_id == user_id, invoices.c.status.in_(UNPAID_STATUSES))
+        ).where(invoices.c.customer_id == user_id, invoices.c.status.in_(UNPAID))
     ).one()
     last = session.execute(
         sa.select(invoices)

@@ -13,11 +13,9 @@ the timestamp inside the signed text so a captured request cannot be replayed la
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,11 +25,8 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.notifications.store import public_notification
 from billing.settings import BillingDefaults, effective_settings
 from billing.tables import customers, notifications, webhook_deliveries
-from infra.logs import warn_once
-from ledger.db import dump_json, run_in_transaction
 
 log = logging.getLogger("smsledger.webhooks")
 
@@ -110,39 +105,6 @@ class DeliverySummary:
             "failed": self.failed,
             "skipped": self.skipped,
         }
-
-
-def deliver_due(
-    sessions: Callable[[], Session],
-    send: Sender,
-    secret: str | None,
-    clock: Callable[[], datetime],
-    defaults: BillingDefaults,
-    limit: int = 200,
-) -> DeliverySummary:
-    """Deliver one batch of due notifications; what happened to them."""
-    summary = DeliverySummary()
-    if not secret:
-        warn_once(log, "WEBHOOK_SIGNING_SECRET is not set: webhooks wait until it is")
-        return summary
-    batch = run_in_transaction(sessions, lambda s: claim_due(s, clock(), defaults, limit, summary))
-    for row, url in batch:
-        body = dump_json(public_notification(row)).encode()
-        timestamp = int(clock().timestamp())
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-            "X-Smsledger-Event": row.kind,
-        }
-        started = time.perf_counter()
-        answer = send(url, body, headers)
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        delivery = functools.partial(
-            record_delivery, row=row, url=url, answer=answer, duration_ms=duration_ms, now=clock()
-        )
-        outcome = run_in_transaction(sessions, delivery)
-        setattr(summary, outcome, getattr(summary, outcome) + 1)
-    return summary
 
 
 def claim_due(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from billing.chart import CUSTOMER_ID, system_code, unbilled_code
 from billing.currency import validate_currency
 from billing.customers import find_customers, provision_customers, update_customer
+from billing.keys import legacy_usage_key
 from billing.settings import BillingDefaults, global_settings, put_settings, user_overrides
 from billing.usage.ingestion import add_to_counters
 from ledger.errors import LedgerError
@@ -219,7 +220,7 @@ def _opening_entry(
 ) -> EntryRequest:
     return EntryRequest(
         Kind.USAGE,
-        f"legacy:{month}:{user.user_id}:{usage.destination}:{usage.country or ''}",
+        legacy_usage_key(month, user.user_id, usage.destination, usage.country),
         (
             Leg(
                 unbilled_code(user.user_id),

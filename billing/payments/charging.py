@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 import uuid6
@@ -26,12 +25,17 @@ from sqlalchemy.orm import Session
 
 from billing.chart import receivable_code, system_code
 from billing.errors import UnknownInvoice
-from billing.invoicing.invoices import settlement_key
+from billing.invoice import CHARGEABLE, Invoice, S, check_move
+from billing.keys import (
+    charge_reference,
+    invoice_paid_notice,
+    payment_failed_notice,
+    settlement_key,
+)
 from billing.notifications.store import store_notifications
-from billing.payments.sippy_client import ChargeOutcome, Payment, SippyError
+from billing.payments.sippy_client import ChargeOutcome, Payment
 from billing.settings import BillingDefaults, effective_settings
 from billing.tables import customers, invoices, payment_attempts
-from ledger.db import run_in_transaction
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.money import Money
 from ledger.posting import post_entry
@@ -41,18 +45,6 @@ log = logging.getLogger("smsledger.billing")
 OPEN_ATTEMPTS = ("started", "unknown")
 # Failures that are ours, not the customer's: an admin fixes them, the user is not told.
 OPERATOR_CODES = frozenset({"http_401", "no_sippy_account"})
-
-
-class Gateway(Protocol):
-    """What charging needs from Sippy (the client, or a test's wrapper around it)."""
-
-    def debit(
-        self, account_id: int, amount: Money, reference: str, at: datetime
-    ) -> ChargeOutcome: ...
-
-    def find_debit(
-        self, account_id: int, reference: str, start: datetime, end: datetime
-    ) -> Payment | None: ...
 
 
 @dataclass(frozen=True)
@@ -94,45 +86,24 @@ class Lookup:
 Plan = Skip | Call | Lookup
 
 
-def charge_invoice(
-    sessions: Callable[[], Session],
-    gateway: Gateway,
-    invoice_id: uuid.UUID,
-    clock: Callable[[], datetime],
-    defaults: BillingDefaults,
-    policy: ChargePolicy = ChargePolicy(),
-) -> str:
-    """Take the invoice one step towards paid; what happened ("paid", "failed", "unknown",
-    "in_flight", "not_due", ...). Safe to run twice and concurrently: the invoice row lock and
-    the open-attempt rule decide, never the caller."""
-    plan = run_in_transaction(sessions, lambda s: plan_charge(s, invoice_id, clock(), policy))
-    if isinstance(plan, Skip):
-        return plan.reason
-    if isinstance(plan, Lookup):
-        now = clock()
-        try:
-            payment = gateway.find_debit(
-                plan.account_id,
-                plan.reference,
-                plan.started_at - policy.lookup_margin,
-                now + policy.lookup_margin,
-            )
-        except SippyError as error:
-            log.warning(
-                "Charge lookup failed",
-                extra={"invoice_id": str(invoice_id), "code": error.code, "reason": error.message},
-            )
-            return "unresolved"
-        return run_in_transaction(
-            sessions,
-            lambda s: resolve_attempt(s, plan.attempt_id, payment, clock(), defaults, policy),
-        )
-    log.info("Processing SMS billing", extra={"invoice_id": str(invoice_id)})
-    outcome = gateway.debit(plan.account_id, plan.amount, plan.reference, clock())
-    return run_in_transaction(
-        sessions,
-        lambda s: record_outcome(s, plan.attempt_id, outcome, clock(), defaults, policy),
-    )
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One charge attempt row, typed (`payment_attempts`)."""
+
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    attempt_no: int
+    reference: str
+    customer_id: str
+    sippy_account_id: str | None
+    amount_micros: int
+    currency: str
+    status: str
+    code: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Attempt:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
 
 
 def plan_charge(
@@ -160,23 +131,23 @@ def plan_charge(
             open_attempt.reference,
             open_attempt.started_at,
         )
-    if invoice.status not in ("pending", "failed"):
+    if invoice.status not in CHARGEABLE:
         return Skip(invoice.status)
-    if invoice.status == "pending" and invoice.approved_at is None:
+    if invoice.status == S.PENDING and invoice.approved_at is None:
         return Skip("awaiting_approval")
     if invoice.next_retry_at is None or invoice.next_retry_at > now:
         return Skip("not_due")
     if invoice.amount_micros == 0:
         # Usage below half a minor unit rounds to nothing: there is nothing to collect.
-        _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None)
-        return Skip("paid")
+        _update_invoice(session, invoice, now, status=S.PAID, next_retry_at=None)
+        return Skip(S.PAID)
     account = _account_of(session, invoice.customer_id)
     attempt_id = uuid6.uuid7()
     attempt = {
         "id": attempt_id,
         "invoice_id": invoice.id,
         "attempt_no": invoice.attempts + 1,
-        "reference": f"smsledger:{invoice.id}:{attempt_id}",
+        "reference": charge_reference(invoice.id, attempt_id),
         "customer_id": invoice.customer_id,
         "sippy_account_id": account,
         "amount_micros": invoice.amount_micros,
@@ -196,13 +167,13 @@ def plan_charge(
             )
         )
         _fail_invoice(session, invoice, "no_sippy_account", message, None, now)
-        return Skip("failed")
+        return Skip(S.FAILED)
     session.execute(sa.insert(payment_attempts).values(**attempt, status="started"))
     _update_invoice(
         session,
-        invoice.id,
+        invoice,
         now,
-        status="processing",
+        status=S.PROCESSING,
         attempts=invoice.attempts + 1,
         next_retry_at=None,
     )
@@ -233,7 +204,7 @@ def record_outcome(
     _update_attempt(
         session, attempt.id, status="unknown", code=outcome.code, message=outcome.message
     )
-    _update_invoice(session, invoice.id, now, last_error=f"{outcome.code}: {outcome.message}")
+    _update_invoice(session, invoice, now, last_error=f"{outcome.code}: {outcome.message}")
     log.warning(
         "Charge outcome unknown",
         extra={"invoice_id": str(invoice.id), "code": outcome.code, "reason": outcome.message},
@@ -279,7 +250,7 @@ def due_charges(
     open attempts old enough to be looked up (a worker died, or the answer was lost)."""
     ready = (
         sa.select(invoices.c.id)
-        .where(invoices.c.status.in_(("pending", "failed")), invoices.c.next_retry_at <= now)
+        .where(invoices.c.status.in_(CHARGEABLE), invoices.c.next_retry_at <= now)
         .order_by(invoices.c.next_retry_at)
         .limit(limit)
     )
@@ -301,26 +272,35 @@ def _account_of(session: Session, customer_id: str) -> Any:
     ).scalar_one_or_none()
 
 
-def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Any:
-    return session.execute(
+def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Invoice | None:
+    row = session.execute(
         sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
     ).one_or_none()
+    return None if row is None else Invoice.from_row(row)
 
 
-def _lock_attempt(session: Session, attempt_id: uuid.UUID) -> tuple[Any, Any]:
+def _attempt(session: Session, condition: sa.ColumnElement[bool]) -> Attempt | None:
+    row = session.execute(sa.select(payment_attempts).where(condition)).one_or_none()
+    return None if row is None else Attempt.from_row(row)
+
+
+def _lock_attempt(session: Session, attempt_id: uuid.UUID) -> tuple[Invoice, Attempt]:
+    """The attempt and its invoice, the invoice locked first (the order every writer takes)."""
     invoice_id = session.execute(
         sa.select(payment_attempts.c.invoice_id).where(payment_attempts.c.id == attempt_id)
     ).scalar_one()
     invoice = _lock_invoice(session, invoice_id)
-    attempt = session.execute(
-        sa.select(payment_attempts).where(payment_attempts.c.id == attempt_id)
-    ).one()
+    attempt = _attempt(session, payment_attempts.c.id == attempt_id)
+    assert invoice is not None and attempt is not None  # a foreign key holds the pair
     return invoice, attempt
 
 
-def _update_invoice(session: Session, invoice_id: uuid.UUID, now: datetime, **values: Any) -> None:
+def _update_invoice(session: Session, invoice: Invoice, now: datetime, **values: Any) -> None:
+    """Raises: InvalidInvoiceState when `status` is a move the invoice may not make."""
+    if "status" in values:
+        values["status"] = check_move(invoice.status, values["status"])
     session.execute(
-        sa.update(invoices).where(invoices.c.id == invoice_id).values(**values, updated_at=now)
+        sa.update(invoices).where(invoices.c.id == invoice.id).values(**values, updated_at=now)
     )
 
 
@@ -348,11 +328,9 @@ def settle_from_statement(
     invoice = _lock_invoice(session, invoice_id)
     if invoice is None:
         raise UnknownInvoice(f"no invoice {invoice_id}", invoice_id=str(invoice_id))
-    if invoice.status == "paid":
-        return "paid"
-    attempt = session.execute(
-        sa.select(payment_attempts).where(payment_attempts.c.reference == reference)
-    ).one_or_none()
+    if invoice.status == S.PAID:
+        return S.PAID
+    attempt = _attempt(session, payment_attempts.c.reference == reference)
     if attempt is None:  # charged outside our attempts (by hand in Sippy): record it as one
         session.execute(
             sa.insert(payment_attempts).values(
@@ -369,10 +347,8 @@ def settle_from_statement(
                 started_at=charged_at,
             )
         )
-        _update_invoice(session, invoice.id, now, attempts=invoice.attempts + 1)
-        attempt = session.execute(
-            sa.select(payment_attempts).where(payment_attempts.c.reference == reference)
-        ).one()
+        _update_invoice(session, invoice, now, attempts=invoice.attempts + 1)
+        attempt = _attempt(session, payment_attempts.c.reference == reference)
     return _settle(
         session, invoice, reference, attempt, payment_id, now, defaults, effective_at=charged_at
     )
@@ -380,9 +356,9 @@ def settle_from_statement(
 
 def _settle(
     session: Session,
-    invoice: Any,
+    invoice: Invoice,
     reference: str,
-    attempt: Any | None,
+    attempt: Attempt | None,
     payment_id: str | None,
     now: datetime,
     defaults: BillingDefaults,
@@ -423,24 +399,24 @@ def _settle(
         _update_attempt(
             session, attempt.id, status="accepted", sippy_payment_id=payment_id, finished_at=now
         )
-    _update_invoice(session, invoice.id, now, status="paid", next_retry_at=None, last_error=None)
+    _update_invoice(session, invoice, now, status=S.PAID, next_retry_at=None, last_error=None)
     _notify(
         session,
         invoice,
         "invoice_paid",
-        f"invoice_paid:{invoice.id}",
+        invoice_paid_notice(invoice.id),
         {"reference": reference},
         now,
         defaults,
     )
     log.info("SMS billing paid", extra={"invoice_id": str(invoice.id)})
-    return "paid"
+    return S.PAID
 
 
 def _decline(
     session: Session,
-    invoice: Any,
-    attempt: Any,
+    invoice: Invoice,
+    attempt: Attempt,
     status: str,
     outcome: ChargeOutcome,
     now: datetime,
@@ -465,7 +441,7 @@ def _decline(
             session,
             invoice,
             "payment_failed",
-            f"payment_failed:{attempt.id}",
+            payment_failed_notice(attempt.id),
             {
                 "reason": outcome.message,
                 "next_retry_at": retry_at.isoformat() if retry_at else None,
@@ -473,21 +449,21 @@ def _decline(
             now,
             defaults,
         )
-    return "failed"
+    return S.FAILED
 
 
 def _fail_invoice(
     session: Session,
-    invoice: Any,
+    invoice: Invoice,
     code: str,
     message: str | None,
     retry_at: datetime | None,
     now: datetime,
 ) -> None:
-    values: dict[str, Any] = {"status": "failed", "last_error": f"{code}: {message}"}
-    if invoice.status != "processing":  # a decline before any call still counts as an attempt
+    values: dict[str, Any] = {"status": S.FAILED, "last_error": f"{code}: {message}"}
+    if invoice.status != S.PROCESSING:  # a decline before any call still counts as an attempt
         values["attempts"] = invoice.attempts + 1
-    _update_invoice(session, invoice.id, now, next_retry_at=retry_at, **values)
+    _update_invoice(session, invoice, now, next_retry_at=retry_at, **values)
     log.warning(
         "Failed to process SMS billing",
         extra={
@@ -501,7 +477,7 @@ def _fail_invoice(
 
 def _notify(
     session: Session,
-    invoice: Any,
+    invoice: Invoice,
     kind: str,
     dedupe_key: str,
     extra: dict[str, Any],
@@ -534,7 +510,7 @@ def mark_unsettled(session: Session, invoice_id: uuid.UUID, reason: str, now: da
     """An invoice whose settlement was reversed (Sippy has no such debit): failed, with the
     reason, and no automatic retry: an admin decides (retry or cancel)."""
     invoice = _lock_invoice(session, invoice_id)
-    if invoice is not None and invoice.status == "paid":
+    if invoice is not None and invoice.status == S.PAID:
         _update_invoice(
-            session, invoice_id, now, status="failed", next_retry_at=None, last_error=reason
+            session, invoice, now, status=S.FAILED, next_retry_at=None, last_error=reason
         )

@@ -2,7 +2,9 @@
 
 A request (one event or a batch of up to 10,000) is validated and rated in Python, then posted
 in one set-based call to the ledger: all or nothing. Validation collects every problem of every
-event, so a refused batch says everything that is wrong with it at once.
+event, so a refused batch says everything that is wrong with it at once: one small checker per
+field (or per group of fields that decide together) returns that field's `Problem`s, and an
+event is built only when none of its checkers found any.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.chart import CUSTOMER_ID, system_code, unbilled_code
+from billing.chart import system_code, unbilled_code
 from billing.currency import validate_currency
 from billing.customers import Customer, find_customers_with_overrides, provision_customers
 from billing.errors import InvalidUsage, UnknownCustomer
@@ -30,13 +32,16 @@ from billing.settings import (
     merge,
 )
 from billing.tables import usage_counters
+from billing.usage.problems import Checked, Problem, Problems, check_user_id
 from billing.usage.rating import Destination, count_segments, parse_destination, rate_cache
 from billing.usage.thresholds import after_usage
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, TooManyDecimals
 from ledger.model import MAX_KEY_LENGTH, EntryRequest, Kind, Leg, Transfer
 from ledger.money import parse_micros
 from ledger.posting import post_entries
 from ledger.tables import UtcDateTime
+
+_T = TypeVar("_T")
 
 MAX_BATCH = 10_000
 MAX_SEGMENTS = 255
@@ -92,85 +97,183 @@ def _text(value: object, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
-def _event(raw: dict[str, Any], problem: Any) -> UsageEvent | None:
-    """Validate one event, reporting each problem through `problem(field, code, message)`."""
-    for name in sorted(raw.keys() - EVENT_FIELDS):
-        problem(name, "unknown_field", f"{name} is not a usage field")
+# Problems whose message never varies exist once: a refused batch of 10,000 shares them.
+_MESSAGE_ID_REQUIRED = (
+    Problem("message_id", "required", f"message_id must be 1-{MAX_KEY_LENGTH} characters"),
+)
+_DESTINATION_REQUIRED = (
+    Problem("destination", "required", "destination is required (E.164, e.g. +447400123456)"),
+)
+_INVALID_DESTINATION = (
+    Problem("destination", "invalid_destination", "not a valid E.164 phone number"),
+)
+_INVALID_SEGMENTS = (
+    Problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}"),
+)
+_SEGMENTS_REQUIRED = (
+    Problem("segments", "segments_required", "send segments, or text_length and encoding"),
+)
+_INVALID_ENCODING = (Problem("encoding", "invalid_encoding", "encoding must be gsm7 or ucs2"),)
+_INVALID_TEXT_LENGTH = (
+    Problem("text_length", "invalid_text_length", "text_length must be a count >= 0"),
+)
+_INVALID_SENT_AT = (
+    Problem("sent_at", "invalid_sent_at", "sent_at must be an RFC 3339 instant with offset"),
+)
+_COST_NOT_POSITIVE = (Problem("cost", "invalid_cost", "cost must be greater than zero"),)
+_INVALID_CURRENCY = (Problem("currency", "invalid_currency", "currency must be an ISO 4217 code"),)
+_PREFIX_MISMATCH = (
+    Problem("prefix", "prefix_mismatch", "prefix must be leading digits of destination"),
+)
+_NOT_AN_OBJECT = (Problem("", "invalid_type", "an event is a JSON object"),)
+# A tuple, not a set: `in` must compare, never hash, whatever JSON value arrives.
+_ENCODINGS = ("gsm7", "ucs2")
+_MAX_TEXT_LENGTH = MAX_SEGMENTS * 67  # 255 parts of 67 UCS-2 units, the bound for either encoding
+
+
+def _check_unknown_fields(raw: dict[str, Any]) -> Problems:
+    """Fields the API does not define: refused rather than ignored, so a typo is never lost."""
+    unknown = raw.keys() - EVENT_FIELDS
+    if not unknown:
+        return ()
+    return tuple(
+        Problem(name, "unknown_field", f"{name} is not a usage field") for name in sorted(unknown)
+    )
+
+
+def _check_message_id(raw: dict[str, Any]) -> Checked[str]:
+    """The idempotency key: required, and short enough to be a ledger key."""
     message_id = _text(raw.get("message_id"), MAX_KEY_LENGTH)
-    if message_id is None:
-        problem("message_id", "required", f"message_id must be 1-{MAX_KEY_LENGTH} characters")
-    user_id = raw.get("user_id")
-    if not isinstance(user_id, str) or not CUSTOMER_ID.match(user_id):
-        problem("user_id", "invalid_user_id", "user_id must be 1-64 letters, digits, . _ -")
-    destination = None
-    raw_destination = raw.get("destination")
-    if not isinstance(raw_destination, str) or not raw_destination:
-        problem("destination", "required", "destination is required (E.164, e.g. +447400123456)")
-    else:
-        destination = parse_destination(raw_destination[:32])
-        if destination is None:
-            problem("destination", "invalid_destination", "not a valid E.164 phone number")
+    return (None, _MESSAGE_ID_REQUIRED) if message_id is None else (message_id, ())
 
+
+def _check_destination(raw: dict[str, Any]) -> Checked[Destination]:
+    """The number the SMS went to, as E.164 with its country."""
+    text = raw.get("destination")
+    if not isinstance(text, str) or not text:
+        return None, _DESTINATION_REQUIRED
+    destination = parse_destination(text[:32])  # bounds the parser's work on hostile input
+    return (None, _INVALID_DESTINATION) if destination is None else (destination, ())
+
+
+def _check_segments(raw: dict[str, Any]) -> Checked[int]:
+    """The parts billed: `segments` as sent, else counted from `text_length` and `encoding`;
+    those two are not checked when `segments` is sent."""
     segments = raw.get("segments")
-    text_length, encoding = raw.get("text_length"), raw.get("encoding")
     if segments is not None:
-        if not _is_int(segments) or not 1 <= segments <= MAX_SEGMENTS:
-            problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}")
-            segments = None
-    elif text_length is not None or encoding is not None:
-        if encoding not in ("gsm7", "ucs2"):
-            problem("encoding", "invalid_encoding", "encoding must be gsm7 or ucs2")
-        if not _is_int(text_length) or not 0 <= text_length <= MAX_SEGMENTS * 67:
-            problem("text_length", "invalid_text_length", "text_length must be a count >= 0")
-        else:
-            if encoding in ("gsm7", "ucs2"):
-                segments = count_segments(text_length, encoding)
-    else:
-        problem("segments", "segments_required", "send segments, or text_length and encoding")
+        if _is_int(segments) and 1 <= segments <= MAX_SEGMENTS:
+            return segments, ()
+        return None, _INVALID_SEGMENTS
+    text_length, encoding = raw.get("text_length"), raw.get("encoding")
+    if text_length is None and encoding is None:
+        return None, _SEGMENTS_REQUIRED
+    return _count_segments(text_length, encoding)
 
-    sent_at = None
-    if raw.get("sent_at") is not None:
-        sent_at = parse_instant(raw["sent_at"])
-        if sent_at is None:
-            problem("sent_at", "invalid_sent_at", "sent_at must be an RFC 3339 instant with offset")
 
-    cost = None
-    if raw.get("cost") is not None:
-        try:
-            cost = parse_micros(raw["cost"])
-        except LedgerError as error:
-            code = "too_many_decimals" if "decimal places" in error.message else "invalid_cost"
-            problem("cost", code, error.message)
-        else:
-            if cost <= 0:
-                problem("cost", "invalid_cost", "cost must be greater than zero")
+def _count_segments(text_length: Any, encoding: Any) -> Checked[int]:
+    """Segments from the message's length and encoding, both as sent; a bad encoding is reported
+    before a bad length, both when both are bad."""
+    problems: Problems = () if encoding in _ENCODINGS else _INVALID_ENCODING
+    if not _is_int(text_length) or not 0 <= text_length <= _MAX_TEXT_LENGTH:
+        return None, problems + _INVALID_TEXT_LENGTH
+    if problems:
+        return None, problems
+    return count_segments(text_length, encoding), ()
 
+
+def _check_sent_at(raw: dict[str, Any]) -> Checked[datetime]:
+    """When the SMS left, if the caller says: an instant with an offset, never a local time."""
+    text = raw.get("sent_at")
+    if text is None:
+        return None, ()
+    sent_at = parse_instant(text)
+    return (None, _INVALID_SENT_AT) if sent_at is None else (sent_at, ())
+
+
+def _check_cost(raw: dict[str, Any]) -> Checked[int]:
+    """A price the caller fixed (it replaces the rate): exact micro-units above zero."""
+    value = raw.get("cost")
+    if value is None:
+        return None, ()
+    try:
+        cost = parse_micros(value)
+    except TooManyDecimals as error:
+        return None, (Problem("cost", "too_many_decimals", error.message),)
+    except LedgerError as error:
+        return None, (Problem("cost", "invalid_cost", error.message),)
+    return (None, _COST_NOT_POSITIVE) if cost <= 0 else (cost, ())
+
+
+def _check_currency(raw: dict[str, Any]) -> Checked[str]:
+    """The currency the caller expects to be billed in, if stated: an ISO 4217 code. Whether
+    it is the customer's is known only at rating."""
     currency = raw.get("currency")
-    if currency is not None:
-        try:
-            validate_currency(currency)
-        except LedgerError:
-            problem("currency", "invalid_currency", "currency must be an ISO 4217 code")
+    if currency is None:
+        return None, ()
+    try:
+        return validate_currency(currency), ()
+    except LedgerError:
+        return None, _INVALID_CURRENCY
 
+
+def _check_country(raw: dict[str, Any], destination: Destination | None) -> Problems:
+    """A stated country must be the number's; unchecked when the number itself is bad."""
     country = raw.get("country")
     if country is not None and destination is not None and country != destination.country:
-        problem(
-            "country",
-            "country_mismatch",
-            f"the number is in {destination.country}, not {country!r}",
-        )
-    prefix = raw.get("prefix")
-    if prefix is not None and destination is not None:
-        if not isinstance(prefix, str) or not prefix or not destination.digits.startswith(prefix):
-            problem("prefix", "prefix_mismatch", "prefix must be leading digits of destination")
+        message = f"the number is in {destination.country}, not {country!r}"
+        return (Problem("country", "country_mismatch", message),)
+    return ()
 
-    if None in (message_id, destination, segments) or not isinstance(user_id, str):
-        return None
+
+def _check_prefix(raw: dict[str, Any], destination: Destination | None) -> Problems:
+    """A stated rating prefix must be leading digits of the number; unchecked when the number
+    itself is bad."""
+    prefix = raw.get("prefix")
+    if prefix is None or destination is None:
+        return ()
+    if isinstance(prefix, str) and prefix and destination.digits.startswith(prefix):
+        return ()
+    return _PREFIX_MISMATCH
+
+
+def _check_event(raw: dict[str, Any]) -> UsageEvent | Problems:
+    """One event's problems, in the order they are reported, or the event when there are none.
+
+    Every checker reads the raw event (country and prefix also the parsed destination, and are
+    skipped without one), so one bad field never hides another's problem.
+    """
+    message_id, message_id_problems = _check_message_id(raw)
+    user_id, user_id_problems = check_user_id(raw)
+    destination, destination_problems = _check_destination(raw)
+    segments, segments_problems = _check_segments(raw)
+    sent_at, sent_at_problems = _check_sent_at(raw)
+    cost, cost_problems = _check_cost(raw)
+    currency, currency_problems = _check_currency(raw)
+    # Concatenating empty tuples allocates nothing: a valid event costs no problem objects.
+    problems = (
+        _check_unknown_fields(raw)
+        + message_id_problems
+        + user_id_problems
+        + destination_problems
+        + segments_problems
+        + sent_at_problems
+        + cost_problems
+        + currency_problems
+        + _check_country(raw, destination)
+        + _check_prefix(raw, destination)
+    )
+    if problems:
+        return problems
+    # Without problems every required field has its value.
+    assert message_id is not None and user_id is not None
+    assert destination is not None and segments is not None
+    country, prefix = raw.get("country"), raw.get("prefix")
+    # What a replay is judged on (`EntryRequest.request`): the fields the caller sent, parsed.
     request = json.dumps(
         [
             message_id,
             user_id,
-            destination.e164 if destination else None,
+            destination.e164,
             raw.get("segments"),
             raw.get("text_length"),
             raw.get("encoding"),
@@ -182,7 +285,6 @@ def _event(raw: dict[str, Any], problem: Any) -> UsageEvent | None:
         ],
         default=str,
     )
-    assert message_id is not None and destination is not None and segments is not None
     return UsageEvent(
         message_id,
         user_id,
@@ -214,16 +316,16 @@ def validate_events(raw_events: Sequence[Any]) -> list[UsageEvent]:
     errors: list[dict[str, Any]] = []
     events: list[UsageEvent] = []
     for index, raw in enumerate(raw_events):
-
-        def problem(field: str, code: str, message: str, index: int = index) -> None:
-            errors.append({"index": index, "field": field, "code": code, "message": message})
-
-        if not isinstance(raw, dict):
-            problem("", "invalid_type", "an event is a JSON object")
+        checked = _check_event(raw) if isinstance(raw, dict) else _NOT_AN_OBJECT
+        if isinstance(checked, UsageEvent):
+            events.append(checked)
             continue
-        event = _event(raw, problem)
-        if event is not None:
-            events.append(event)
+        errors.extend(
+            [
+                {"index": index, "field": field, "code": code, "message": message}
+                for field, code, message in checked
+            ]
+        )
     if errors:
         raise InvalidUsage(f"{len(errors)} problem(s) in the usage events", errors=errors)
     return events

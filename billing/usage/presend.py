@@ -15,10 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.chart import CUSTOMER_ID, receivable_code, unbilled_code
+from billing.chart import receivable_code, unbilled_code
 from billing.errors import InvalidUsage
+from billing.invoice import UNPAID, InvoiceStatus
 from billing.settings import BillingDefaults, global_settings, merge
-from billing.tables import UNPAID_STATUSES, billing_settings, customers, invoices
+from billing.tables import billing_settings, customers, invoices
+from billing.usage.problems import Checked, Problem, Problems, check_user_id
 from billing.usage.rating import parse_destination, rate_cache
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
@@ -64,49 +66,73 @@ class Decision:
         return not self.allowed
 
 
+_CHECK_FIELDS = {"user_id", "message_count", "total_cost", "destination", "country", "prefix"}
+
+
 def parse_check(body: Any) -> SendCheck:
     """Raises: InvalidUsage listing each bad field."""
-    errors: list[dict[str, Any]] = []
-
-    def problem(field: str, code: str, message: str) -> None:
-        errors.append({"field": field, "code": code, "message": message})
-
     if not isinstance(body, dict):
         raise InvalidUsage(
             "the check is a JSON object", errors=[{"field": "", "code": "invalid_type"}]
         )
-    allowed = {"user_id", "message_count", "total_cost", "destination", "country", "prefix"}
-    for name in sorted(body.keys() - allowed):
-        problem(name, "unknown_field", f"{name} is not a check field")
-    user_id = body.get("user_id")
-    if not isinstance(user_id, str) or not CUSTOMER_ID.match(user_id):
-        problem("user_id", "invalid_user_id", "user_id must be 1-64 letters, digits, . _ -")
-    count = body.get("message_count", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_MESSAGES:
-        problem(
-            "message_count", "invalid_message_count", f"message_count must be 1 to {MAX_MESSAGES}"
-        )
-    total_cost = None
-    if body.get("total_cost") is not None:
-        try:
-            total_cost = parse_micros(body["total_cost"])
-            if total_cost < 0:
-                problem("total_cost", "invalid_cost", "total_cost cannot be negative")
-        except LedgerError as error:
-            problem("total_cost", "invalid_cost", error.message)
-    destination = body.get("destination")
-    if destination is not None and (
-        not isinstance(destination, str) or parse_destination(destination[:32]) is None
-    ):
-        problem("destination", "invalid_destination", "not a valid E.164 phone number")
-    for name in ("country", "prefix"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            problem(name, "invalid_type", f"{name} must be a string")
-    if errors:
+    user_id, user_problems = check_user_id(body)
+    count, count_problems = _check_message_count(body)
+    total_cost, cost_problems = _check_total_cost(body)
+    problems = [
+        *(
+            Problem(name, "unknown_field", f"{name} is not a check field")
+            for name in sorted(body.keys() - _CHECK_FIELDS)
+        ),
+        *user_problems,
+        *count_problems,
+        *cost_problems,
+        *_check_destination(body),
+        *_check_strings(body, ("country", "prefix")),
+    ]
+    if problems:
+        errors = [problem._asdict() for problem in problems]
         raise InvalidUsage(f"{len(errors)} problem(s) in the check", errors=errors)
-    assert isinstance(user_id, str)
+    assert user_id is not None and count is not None
     return SendCheck(
-        user_id, count, total_cost, destination, body.get("country"), body.get("prefix")
+        user_id, count, total_cost, body.get("destination"), body.get("country"), body.get("prefix")
+    )
+
+
+def _check_message_count(body: dict[str, Any]) -> Checked[int]:
+    count = body.get("message_count", 1)
+    if not isinstance(count, bool) and isinstance(count, int) and 1 <= count <= MAX_MESSAGES:
+        return count, ()
+    message = f"message_count must be 1 to {MAX_MESSAGES}"
+    return None, (Problem("message_count", "invalid_message_count", message),)
+
+
+def _check_total_cost(body: dict[str, Any]) -> Checked[int]:
+    """What the caller says the messages cost (optional): a non-negative amount."""
+    if body.get("total_cost") is None:
+        return None, ()
+    try:
+        total_cost = parse_micros(body["total_cost"])
+    except LedgerError as error:
+        return None, (Problem("total_cost", "invalid_cost", error.message),)
+    if total_cost < 0:
+        return total_cost, (Problem("total_cost", "invalid_cost", "total_cost cannot be negative"),)
+    return total_cost, ()
+
+
+def _check_destination(body: dict[str, Any]) -> Problems:
+    destination = body.get("destination")
+    if destination is None or (
+        isinstance(destination, str) and parse_destination(destination[:32]) is not None
+    ):
+        return ()
+    return (Problem("destination", "invalid_destination", "not a valid E.164 phone number"),)
+
+
+def _check_strings(body: dict[str, Any], names: tuple[str, ...]) -> Problems:
+    return tuple(
+        Problem(name, "invalid_type", f"{name} must be a string")
+        for name in names
+        if body.get(name) is not None and not isinstance(body[name], str)
     )
 
 
@@ -215,8 +241,8 @@ _STATE = sa.select(
     .label("overrides"),
     _balance_of(sa.bindparam("unbilled_code")).label("unbilled"),
     _balance_of(sa.bindparam("receivable_code")).label("receivable"),
-    _invoices_in(UNPAID_STATUSES).label("unpaid"),
-    _invoices_in(("pending",)).label("awaiting_approval"),
+    _invoices_in(UNPAID).label("unpaid"),
+    _invoices_in((InvoiceStatus.PENDING,)).label("awaiting_approval"),
 )
 
 

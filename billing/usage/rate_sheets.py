@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 from billing.currency import validate_currency
 from billing.errors import InvalidRate
 from billing.instants import parse_instant
+from billing.paging import Page, fetch_page
 from billing.tables import rates
-from billing.usage.rating import DEFAULT_PLAN, RateVersion, rate_cache
+from billing.usage.rating import DEFAULT_PLAN, RateVersion, in_force_at, rate_cache
 from ledger.accounts import insert_ignoring_conflicts
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
@@ -94,6 +95,25 @@ def parse_rate(values: Mapping[str, Any]) -> RateVersion:
     return RateVersion(plan, prefix, country, currency, price, valid_from, valid_to)
 
 
+def parse_rates(
+    rows: Iterable[Mapping[str, str | None]], position: str, first: int, refusal: str
+) -> list[RateVersion]:
+    """Every row parsed by `parse_rate`, or none: each bad row is reported with its `position`
+    (a sheet's "line", a request's "index", counted from `first`).
+
+    Raises: InvalidRate listing every bad row, "<count> <refusal>".
+    """
+    parsed, errors = [], []
+    for number, row in enumerate(rows, start=first):
+        try:
+            parsed.append(parse_rate(row))
+        except ValueError as error:
+            errors.append({position: number, "message": str(error)})
+    if errors:
+        raise InvalidRate(f"{len(errors)} {refusal}", errors=errors)
+    return parsed
+
+
 def parse_sheet(text: str) -> list[RateVersion]:
     """Every rate of a CSV sheet, or InvalidRate listing every bad line.
 
@@ -104,15 +124,10 @@ def parse_sheet(text: str) -> list[RateVersion]:
     missing = [name for name in REQUIRED if name not in header]
     if missing:
         raise InvalidRate(f"the rate sheet lacks columns: {', '.join(missing)}", columns=header)
-    parsed, errors = [], []
-    for line, row in enumerate(reader, start=2):
-        cleaned = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
-        try:
-            parsed.append(parse_rate(cleaned))
-        except ValueError as error:
-            errors.append({"line": line, "message": str(error)})
-    if errors:
-        raise InvalidRate(f"{len(errors)} bad line(s) in the rate sheet", errors=errors)
+    cleaned = (
+        {(k or "").strip(): (v or "").strip() for k, v in row.items() if k} for row in reader
+    )
+    parsed = parse_rates(cleaned, "line", 2, "bad line(s) in the rate sheet")
     if not parsed:
         raise InvalidRate("the rate sheet has no rates")
     return parsed
@@ -170,3 +185,25 @@ def add_rates(session: Session, inputs: Iterable[RateVersion], now: datetime) ->
         )
         rate_cache.invalidate()
     return ImportSummary(len(new), len(wanted) - len(new))
+
+
+def list_rates(
+    session: Session,
+    *,
+    plan: str | None = None,
+    prefix: str | None = None,
+    currency: str | None = None,
+    active_at: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Page:
+    """Rate versions by plan, prefix and currency; with `active_at`, only the version in force
+    then (the rule rating prices by)."""
+    filters: list[sa.ColumnElement[bool]] = []
+    for name, value in (("plan", plan), ("prefix", prefix), ("currency", currency)):
+        if value is not None:
+            filters.append(rates.c[name] == value)
+    if active_at is not None:
+        filters.append(in_force_at(active_at))
+    order = [rates.c.plan, rates.c.prefix, rates.c.currency, rates.c.valid_from]
+    return fetch_page(session, rates, filters, order, limit, offset)

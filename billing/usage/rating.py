@@ -91,6 +91,25 @@ class Rate(RateVersion):
     id: int
 
 
+def in_force_at(moment: datetime) -> sa.ColumnElement[bool]:
+    """SQL for the rule `RateTable.find` applies in Python: a rate version is in force at
+    `moment` when its window holds it and no newer version of the same plan, prefix and
+    currency is also in force then (the newest version in force wins)."""
+    newer = rates.alias("newer")
+    return sa.and_(
+        rates.c.valid_from <= moment,
+        sa.or_(rates.c.valid_to.is_(None), rates.c.valid_to > moment),
+        ~sa.exists().where(
+            newer.c.plan == rates.c.plan,
+            newer.c.prefix == rates.c.prefix,
+            newer.c.currency == rates.c.currency,
+            newer.c.valid_from > rates.c.valid_from,
+            newer.c.valid_from <= moment,
+            sa.or_(newer.c.valid_to.is_(None), newer.c.valid_to > moment),
+        ),
+    )
+
+
 class RateTable:
     """All rates, indexed by (plan, currency) then prefix, newest window first."""
 

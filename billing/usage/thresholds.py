@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
-from billing.invoicing.invoices import last_invoiced_end
+from billing.invoice import last_invoiced_end
+from billing.keys import approaching_threshold_notice
 from billing.notifications.store import store_notifications
 from billing.settings import Settings
 from billing.tables import close_requests, customers, usage_counters
@@ -65,14 +66,8 @@ def _approaching(
 ) -> dict[str, Any]:
     """The "approaching threshold" notification row; its key makes it once per user, period
     and threshold."""
-    key = ":".join(
-        [
-            "approaching_threshold",
-            customer_id,
-            period_start.isoformat(),
-            str(limits.threshold_amount),
-            str(limits.threshold_messages),
-        ]
+    key = approaching_threshold_notice(
+        customer_id, period_start, limits.threshold_amount, limits.threshold_messages
     )
     return {
         "customer_id": customer_id,

@@ -4,17 +4,18 @@ user's data."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import jwt
 import pytest
 
-from billing.access.user_tokens import mint_user_token
 from billing.notifications.store import store_notifications
 from infra.config import Config
 from ledger.db import unit_of_work
-from tests.conftest import Clock, build_app
+from tests.client import ApiClient
+from tests.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 
@@ -22,21 +23,15 @@ USER_SECRET = "user-secret-of-at-least-32-bytes-long"
 
 
 @pytest.fixture
-def api(pg_url: str, clock: Clock) -> Any:
-    app, keys = build_app(pg_url, clock, Config(database_url=pg_url, user_token_secret=USER_SECRET))
-    client = app.test_client()
-    client.admin = {"Authorization": f"Bearer {keys['admin']}"}  # type: ignore[attr-defined]
-    client.service = {"Authorization": f"Bearer {keys['service']}"}  # type: ignore[attr-defined]
-    client.sessions = app.extensions["smsledger"].sessions  # type: ignore[attr-defined]
-    yield client
-    app.extensions["smsledger"].engine.dispose()
+def api(make_api: Callable[..., ApiClient], pg_url: str) -> ApiClient:
+    return make_api(Config(database_url=pg_url, user_token_secret=USER_SECRET))
 
 
-def create(api: Any, **body: Any) -> Any:
-    return api.post("/api/admin/customers", json=body, headers=api.admin)
+def create(api: ApiClient, **body: Any) -> Any:
+    return api.as_role("admin").post("/api/admin/customers", body)
 
 
-def test_an_admin_creates_a_customer_with_its_sippy_account(api: Any) -> None:
+def test_an_admin_creates_a_customer_with_its_sippy_account(api: ApiClient) -> None:
     answer = create(api, user_id="42", name="Acme", sippy_account_id="1001", currency="USD")
     assert answer.status_code == 201
     assert answer.json == {
@@ -49,12 +44,13 @@ def test_an_admin_creates_a_customer_with_its_sippy_account(api: Any) -> None:
         "rate_plan": None,
         "created_at": "2026-11-24T12:00:00Z",
     }
-    accounts = api.get("/api/ledger/accounts/customer:42:receivable", headers=api.admin)
+    admin = api.as_role("admin")
+    accounts = admin.get("/api/ledger/accounts/customer:42:receivable")
     assert accounts.status_code == 200 and accounts.json["currency"] == "USD"
-    assert api.get("/api/admin/customers/42", headers=api.admin).json["name"] == "Acme"
+    assert admin.get("/api/admin/customers/42").json["name"] == "Acme"
 
 
-def test_the_currency_defaults_to_the_global_setting(api: Any) -> None:
+def test_the_currency_defaults_to_the_global_setting(api: ApiClient) -> None:
     assert create(api, user_id="7").json["currency"] == "USD"
 
 
@@ -71,30 +67,30 @@ def test_the_currency_defaults_to_the_global_setting(api: Any) -> None:
     ],
 )
 def test_bad_customers_are_refused_and_nothing_is_written(
-    api: Any, body: dict[str, Any], status: int, code: str
+    api: ApiClient, body: dict[str, Any], status: int, code: str
 ) -> None:
     answer = create(api, **body)
     assert (answer.status_code, answer.json["error"]["code"]) == (status, code)
-    assert api.get("/api/admin/customers", headers=api.admin).json["total"] == 0
+    assert api.as_role("admin").get("/api/admin/customers").json["total"] == 0
 
 
-def test_creating_a_taken_user_id_is_a_conflict(api: Any) -> None:
+def test_creating_a_taken_user_id_is_a_conflict(api: ApiClient) -> None:
     assert create(api, user_id="42").status_code == 201
     answer = create(api, user_id="42", name="again")
     assert (answer.status_code, answer.json["error"]["code"]) == (409, "customer_exists")
 
 
-def test_patch_changes_the_sippy_account_status_name_and_webhook(api: Any) -> None:
+def test_patch_changes_the_sippy_account_status_name_and_webhook(api: ApiClient) -> None:
     create(api, user_id="42")
-    answer = api.patch(
+    admin = api.as_role("admin")
+    answer = admin.patch(
         "/api/admin/customers/42",
-        json={
+        {
             "sippy_account_id": "1002",
             "status": "suspended",
             "name": "Acme Ltd",
             "webhook_url": "https://hooks.example.org/sms",
         },
-        headers=api.admin,
     )
     assert answer.status_code == 200
     assert {k: answer.json[k] for k in ("sippy_account_id", "status", "name", "webhook_url")} == {
@@ -103,46 +99,46 @@ def test_patch_changes_the_sippy_account_status_name_and_webhook(api: Any) -> No
         "name": "Acme Ltd",
         "webhook_url": "https://hooks.example.org/sms",
     }
-    check = api.post(
-        "/api/usage/check", json={"user_id": "42", "message_count": 1}, headers=api.service
-    )
+    check = api.as_role("service").post("/api/usage/check", {"user_id": "42", "message_count": 1})
     assert check.json["allowed"] is False and check.json["reason"] == "customer_suspended"
-    unchanged = api.patch("/api/admin/customers/42", json={}, headers=api.admin)
+    unchanged = admin.patch("/api/admin/customers/42", {})
     assert unchanged.status_code == 200 and unchanged.json["status"] == "suspended"
 
 
-def test_patch_refuses_the_currency_and_unknown_customers(api: Any) -> None:
+def test_patch_refuses_the_currency_and_unknown_customers(api: ApiClient) -> None:
     create(api, user_id="42")
-    currency = api.patch("/api/admin/customers/42", json={"currency": "EUR"}, headers=api.admin)
+    admin = api.as_role("admin")
+    currency = admin.patch("/api/admin/customers/42", {"currency": "EUR"})
     assert currency.status_code == 422
-    missing = api.patch("/api/admin/customers/9", json={"name": "x"}, headers=api.admin)
+    missing = admin.patch("/api/admin/customers/9", {"name": "x"})
     assert (missing.status_code, missing.json["error"]["code"]) == (404, "customer_not_found")
-    assert api.get("/api/admin/customers/9", headers=api.admin).status_code == 404
+    assert admin.get("/api/admin/customers/9").status_code == 404
 
 
-def test_the_listing_filters_and_pages(api: Any) -> None:
+def test_the_listing_filters_and_pages(api: ApiClient) -> None:
     for n in range(5):
         create(api, user_id=f"u{n}", name=f"Shop {n}", sippy_account_id=str(1000 + n))
     create(api, user_id="other_1", name="100% Other")
-    api.patch("/api/admin/customers/u1", json={"status": "suspended"}, headers=api.admin)
-    listing = api.get("/api/admin/customers?per_page=2&page=2", headers=api.admin).json
+    admin = api.as_role("admin")
+    admin.patch("/api/admin/customers/u1", {"status": "suspended"})
+    listing = admin.get("/api/admin/customers?per_page=2&page=2").json
     assert (listing["total"], [c["user_id"] for c in listing["items"]]) == (6, ["u1", "u2"])
-    suspended = api.get("/api/admin/customers?status=suspended", headers=api.admin).json
+    suspended = admin.get("/api/admin/customers?status=suspended").json
     assert [c["user_id"] for c in suspended["items"]] == ["u1"]
-    without = api.get("/api/admin/customers?has_sippy_account=false", headers=api.admin).json
+    without = admin.get("/api/admin/customers?has_sippy_account=false").json
     assert [c["user_id"] for c in without["items"]] == ["other_1"]
-    found = api.get("/api/admin/customers?q=100%25", headers=api.admin).json
+    found = admin.get("/api/admin/customers?q=100%25").json
     assert [c["user_id"] for c in found["items"]] == ["other_1"]
-    literal = api.get("/api/admin/customers?q=r_1", headers=api.admin).json
+    literal = admin.get("/api/admin/customers?q=r_1").json
     assert [c["user_id"] for c in literal["items"]] == ["other_1"]
 
 
-def test_customers_are_for_admins_only(api: Any) -> None:
-    assert api.get("/api/admin/customers").status_code == 401
-    assert api.get("/api/admin/customers", headers=api.service).status_code == 403
+def test_customers_are_for_admins_only(api: ApiClient) -> None:
+    assert api.anonymous().get("/api/admin/customers").status_code == 401
+    assert api.as_role("service").get("/api/admin/customers").status_code == 403
 
 
-def notify(api: Any, user: str, key: str, kind: str = "invoice_paid") -> None:
+def notify(api: ApiClient, user: str, key: str, kind: str = "invoice_paid") -> None:
     with unit_of_work(api.sessions) as session:
         store_notifications(
             session,
@@ -158,48 +154,43 @@ def notify(api: Any, user: str, key: str, kind: str = "invoice_paid") -> None:
         )
 
 
-def user_token(user: str, clock: Clock, ttl: timedelta = timedelta(hours=1)) -> dict[str, str]:
-    """Token expiry is checked against the real time (PyJWT), not the test's clock."""
-    minted = mint_user_token(USER_SECRET, user, datetime.now(UTC), ttl)
-    return {"Authorization": f"Bearer {minted}"}
-
-
-def test_a_user_reads_only_their_own_notifications(api: Any, clock: Clock) -> None:
+def test_a_user_reads_only_their_own_notifications(api: ApiClient) -> None:
     create(api, user_id="42")
     create(api, user_id="43")
     notify(api, "42", "mine")
     notify(api, "42", "mine-failed", kind="payment_failed")
     notify(api, "43", "theirs")
-    answer = api.get("/api/user/notifications", headers=user_token("42", clock))
+    user = api.as_user("42")
+    answer = user.get("/api/user/notifications")
     assert answer.status_code == 200 and answer.json["total"] == 2
     assert {n["data"]["invoice_id"] for n in answer.json["items"]} == {"mine", "mine-failed"}
     first = answer.json["items"][0]
     assert first["user_id"] == "42" and first["data"]["amount"] == "0.02"
     assert first["delivery_status"] == "pending"
-    only = api.get("/api/user/notifications?type=payment_failed", headers=user_token("42", clock))
+    only = user.get("/api/user/notifications?type=payment_failed")
     assert [n["data"]["invoice_id"] for n in only.json["items"]] == ["mine-failed"]
-    sneaky = api.get("/api/user/notifications?user_id=43", headers=user_token("42", clock))
+    sneaky = user.get("/api/user/notifications?user_id=43")
     assert {n["user_id"] for n in sneaky.json["items"]} == {"42"}  # the token decides
 
 
-def test_user_tokens_must_be_valid_signed_and_unexpired(api: Any, clock: Clock) -> None:
+def test_user_tokens_must_be_valid_signed_and_unexpired(api: ApiClient) -> None:
     create(api, user_id="42")
-    expired = user_token("42", clock, ttl=timedelta(seconds=-1))
+    expired = api.as_user("42", ttl=timedelta(seconds=-1))
     no_exp = jwt.encode({"sub": "42"}, USER_SECRET, algorithm="HS256")
     other_secret = "not-the-secret-but-also-32-bytes-long"
     wrong_key = jwt.encode({"sub": "42", "exp": 4102444800}, other_secret, algorithm="HS256")
     none_alg = jwt.encode({"sub": "42", "exp": 4102444800}, None, algorithm="none")
     bad_sub = jwt.encode({"sub": "a b", "exp": 4102444800}, USER_SECRET, algorithm="HS256")
-    for headers in (
-        {},
+    for caller in (
+        api.anonymous(),
         expired,
-        {"Authorization": f"Bearer {no_exp}"},
-        {"Authorization": f"Bearer {wrong_key}"},
-        {"Authorization": f"Bearer {none_alg}"},
-        {"Authorization": f"Bearer {bad_sub}"},
-        {"Authorization": "Bearer not.a.jwt"},
-        api.admin,
+        api.bearer(no_exp),
+        api.bearer(wrong_key),
+        api.bearer(none_alg),
+        api.bearer(bad_sub),
+        api.bearer("not.a.jwt"),
+        api.as_role("admin"),
     ):
-        answer = api.get("/api/user/notifications", headers=headers)
-        assert answer.status_code == 401, headers
+        answer = caller.get("/api/user/notifications")
+        assert answer.status_code == 401, caller
         assert answer.json["error"]["code"] in ("unauthorized", "invalid_token")

@@ -4,15 +4,16 @@ format with the counts SPEC §7 asks for."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.client import ApiClient, Caller
+
 pytestmark = pytest.mark.postgres
 
 
-def samples(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(client: Caller) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     answer = client.get("/metrics")
     assert answer.status_code == 200 and answer.mimetype == "text/plain"
     found = {}
@@ -22,11 +23,8 @@ def samples(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return found
 
 
-def test_docs_page_loads_its_assets_from_this_server(
-    app_and_keys: tuple[Any, dict[str, str]],
-) -> None:
-    app, _ = app_and_keys
-    client = app.test_client()
+def test_docs_page_loads_its_assets_from_this_server(api: ApiClient) -> None:
+    client = api.anonymous()
     page = client.get("/docs")
     assert page.status_code == 200 and b"/openapi.json" in page.data
     sources = re.findall(rb'(?:src|href)="([^"]+)"', page.data)
@@ -37,12 +35,8 @@ def test_docs_page_loads_its_assets_from_this_server(
     assert client.get("/docs/assets/../../pyproject.toml").status_code == 404
 
 
-def test_metrics_count_requests_usage_and_invoices(
-    app_and_keys: tuple[Any, dict[str, str]],
-) -> None:
-    app, keys = app_and_keys
-    client = app.test_client()
-    before = samples(client)
+def test_metrics_count_requests_usage_and_invoices(api: ApiClient) -> None:
+    before = samples(api.anonymous())
     event = {
         "message_id": "metrics-1",
         "user_id": "42",
@@ -50,10 +44,10 @@ def test_metrics_count_requests_usage_and_invoices(
         "segments": 1,
         "cost": "0.01",
     }
-    service = {"Authorization": f"Bearer {keys['service']}"}
-    assert client.post("/api/usage", json=event, headers=service).status_code == 201
-    assert client.post("/api/usage", json=event, headers=service).status_code == 200
-    after = samples(client)
+    service = api.as_role("service")
+    assert service.post("/api/usage", event).status_code == 201
+    assert service.post("/api/usage", event).status_code == 200
+    after = samples(api.anonymous())
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))

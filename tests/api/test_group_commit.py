@@ -6,36 +6,28 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 from ledger.tables import transfers
+from tests.client import ApiClient
 from tests.conftest import NOW
+from tests.scenarios import load_rates
 
 pytestmark = pytest.mark.postgres
 
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
 
-
-def test_sixteen_clients_posting_singles_get_their_own_answers(
-    app_and_keys: tuple[Any, dict[str, str]],
-) -> None:
-    app, keys = app_and_keys
-    sessions = app.extensions["smsledger"].sessions
-    with unit_of_work(sessions) as session:
-        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), NOW)
-    headers = {"Authorization": f"Bearer {keys['service']}"}
+def test_sixteen_clients_posting_singles_get_their_own_answers(api: ApiClient) -> None:
+    sessions = api.sessions
+    load_rates(sessions, NOW)
     barrier = threading.Barrier(16)
 
     def client(index: int) -> list[tuple[str, int, str]]:
-        http = app.test_client()
+        http = api.as_role("service")  # a test client of its own
         barrier.wait()
         answers = []
         for n in range(25):
@@ -53,7 +45,7 @@ def test_sixteen_clients_posting_singles_get_their_own_answers(
                 "destination": destination,
                 "segments": segments,
             }
-            response = http.post("/api/usage", json=body, headers=headers)
+            response = http.post("/api/usage", body)
             payload = response.json
             status = (
                 payload["results"][0]["status"]

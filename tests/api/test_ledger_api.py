@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from billing.chart import ensure_chart
 from ledger.db import unit_of_work
 from ledger.tables import accounts, transfers
+from tests.client import ApiClient
 from tests.conftest import NOW
 
 pytestmark = pytest.mark.postgres
@@ -31,34 +32,26 @@ ENTRY = {
 
 
 @pytest.fixture
-def api(app_and_keys: tuple[Any, dict[str, str]]) -> Api:
-    app, keys = app_and_keys
-    with unit_of_work(app.extensions["smsledger"].sessions) as session:
+def api(api: ApiClient) -> ApiClient:
+    """The shared client, with the charts of customer 42 (USD) and 77 (EUR)."""
+    with unit_of_work(api.sessions) as session:
         ensure_chart(session, "42", "USD", NOW)
         ensure_chart(session, "77", "EUR", NOW)
-    return Api(app, keys)
+    return api
 
 
-class Api:
-    def __init__(self, app: Any, keys: dict[str, str]) -> None:
-        self.app, self.keys, self.client = app, keys, app.test_client()
-
-    def call(self, method: str, path: str, role: str | None = "admin", **kwargs: Any) -> Any:
-        headers = kwargs.pop("headers", {})
-        if role is not None:
-            headers["Authorization"] = f"Bearer {self.keys.get(role, role)}"
-        return self.client.open(path, method=method, headers=headers, **kwargs)
-
-    def rows(self) -> tuple[int, int]:
-        with unit_of_work(self.app.extensions["smsledger"].sessions) as session:
-            count = lambda table: session.execute(  # noqa: E731
-                sa.select(sa.func.count()).select_from(table)
-            ).scalar_one()
-            return count(transfers), count(accounts)
+def rows(api: ApiClient) -> tuple[int, int]:
+    """How many transfers and accounts there are."""
+    with unit_of_work(api.sessions) as session:
+        count = lambda table: session.execute(  # noqa: E731
+            sa.select(sa.func.count()).select_from(table)
+        ).scalar_one()
+        return count(transfers), count(accounts)
 
 
-def test_posting_a_manual_entry_answers_the_documented_shape(api: Api) -> None:
-    response = api.call("POST", "/api/ledger/transfers", json=ENTRY)
+def test_posting_a_manual_entry_answers_the_documented_shape(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    response = admin.post("/api/ledger/transfers", json=ENTRY)
     assert response.status_code == 201
     body = response.json
     (transfer,) = body["transfers"]
@@ -69,18 +62,20 @@ def test_posting_a_manual_entry_answers_the_documented_shape(api: Api) -> None:
     assert transfer["effective_at"] == "2026-11-24T12:00:00Z"
     assert transfer["posted_at"].endswith("Z")
 
-    replay = api.call("POST", "/api/ledger/transfers", json=ENTRY)
+    replay = admin.post("/api/ledger/transfers", json=ENTRY)
     assert replay.status_code == 200 and replay.json["status"] == "duplicate"
     assert replay.json["transfers"] == body["transfers"]
 
-    fetched = api.call("GET", f"/api/ledger/transfers/{transfer['id']}", role="accountant")
+    fetched = api.as_role("accountant").get(f"/api/ledger/transfers/{transfer['id']}")
     assert fetched.status_code == 200 and fetched.json == transfer
 
 
-def test_json_numbers_are_taken_exactly(api: Api) -> None:
+def test_json_numbers_are_taken_exactly(api: ApiClient) -> None:
     body = '{"idempotency_key": "n1", "kind": "adjustment", "transfers": [{"debit_account":'
     body += ' "adjustments:USD", "credit_account": "customer:42:receivable", "amount": 0.1}]}'
-    response = api.call("POST", "/api/ledger/transfers", data=body, content_type="application/json")
+    response = api.as_role("admin").post(
+        "/api/ledger/transfers", data=body, content_type="application/json"
+    )
     assert response.status_code == 201
     assert response.json["transfers"][0]["amount"] == "0.10"
 
@@ -101,20 +96,24 @@ def test_json_numbers_are_taken_exactly(api: Api) -> None:
     ],
 )
 def test_invalid_legs_are_refused_with_a_code_and_write_nothing(
-    api: Api, change: dict[str, Any], status: int, code: str
+    api: ApiClient, change: dict[str, Any], status: int, code: str
 ) -> None:
-    before = api.rows()
+    before = rows(api)
     leg = {**ENTRY["transfers"][0], **change}
-    response = api.call("POST", "/api/ledger/transfers", json={**ENTRY, "transfers": [leg]})
+    response = api.as_role("admin").post(
+        "/api/ledger/transfers", json={**ENTRY, "transfers": [leg]}
+    )
     assert response.status_code == status, response.json
     assert response.json["error"]["code"] == code
     assert response.json["error"]["message"]
-    assert api.rows() == before
+    assert rows(api) == before
 
 
-def test_field_errors_name_the_field_and_a_code(api: Api) -> None:
+def test_field_errors_name_the_field_and_a_code(api: ApiClient) -> None:
     leg = {**ENTRY["transfers"][0], "amount": "1.0000001"}
-    response = api.call("POST", "/api/ledger/transfers", json={**ENTRY, "transfers": [leg]})
+    response = api.as_role("admin").post(
+        "/api/ledger/transfers", json={**ENTRY, "transfers": [leg]}
+    )
     assert response.json["error"]["details"]["errors"] == [
         {
             "field": "transfers.0.amount",
@@ -141,12 +140,12 @@ def test_field_errors_name_the_field_and_a_code(api: Api) -> None:
     ],
 )
 def test_invalid_entries_are_refused_and_write_nothing(
-    api: Api, body: Any, status: int, code: str
+    api: ApiClient, body: Any, status: int, code: str
 ) -> None:
-    before = api.rows()
-    response = api.call("POST", "/api/ledger/transfers", json=body)
+    before = rows(api)
+    response = api.as_role("admin").post("/api/ledger/transfers", json=body)
     assert (response.status_code, response.json["error"]["code"]) == (status, code)
-    assert api.rows() == before
+    assert rows(api) == before
 
 
 @pytest.mark.parametrize(
@@ -159,46 +158,50 @@ def test_invalid_entries_are_refused_and_write_nothing(
     ],
 )
 def test_bodies_that_are_not_json_are_refused(
-    api: Api, data: Any, content_type: str, status: int, code: str
+    api: ApiClient, data: Any, content_type: str, status: int, code: str
 ) -> None:
-    before = api.rows()
-    response = api.call("POST", "/api/ledger/transfers", data=data, content_type=content_type)
+    before = rows(api)
+    response = api.as_role("admin").post(
+        "/api/ledger/transfers", data=data, content_type=content_type
+    )
     assert (response.status_code, response.json["error"]["code"]) == (status, code)
-    assert api.rows() == before
+    assert rows(api) == before
 
 
-def test_a_conflicting_replay_is_409_and_writes_nothing(api: Api) -> None:
-    api.call("POST", "/api/ledger/transfers", json=ENTRY)
-    before = api.rows()
+def test_a_conflicting_replay_is_409_and_writes_nothing(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    admin.post("/api/ledger/transfers", json=ENTRY)
+    before = rows(api)
     leg = {**ENTRY["transfers"][0], "amount": "2.00"}
-    response = api.call("POST", "/api/ledger/transfers", json={**ENTRY, "transfers": [leg]})
+    response = admin.post("/api/ledger/transfers", json={**ENTRY, "transfers": [leg]})
     assert (response.status_code, response.json["error"]["code"]) == (409, "idempotency_conflict")
-    assert api.rows() == before
+    assert rows(api) == before
 
 
-def test_reversing_a_transfer_once(api: Api) -> None:
-    transfer_id = api.call("POST", "/api/ledger/transfers", json=ENTRY).json["transfers"][0]["id"]
+def test_reversing_a_transfer_once(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    transfer_id = admin.post("/api/ledger/transfers", json=ENTRY).json["transfers"][0]["id"]
     path = f"/api/ledger/transfers/{transfer_id}/reverse"
-    first = api.call("POST", path, json={"idempotency_key": "rev-1"})
+    first = admin.post(path, json={"idempotency_key": "rev-1"})
     assert first.status_code == 201
     (undo,) = first.json["transfers"]
     assert undo["reverses"] == transfer_id and undo["kind"] == "reversal"
     assert undo["debit_account"] == "customer:42:receivable"
-    assert api.call("POST", path, json={"idempotency_key": "rev-1"}).status_code == 200
-    again = api.call("POST", path, json={"idempotency_key": "rev-2"})
+    assert admin.post(path, json={"idempotency_key": "rev-1"}).status_code == 200
+    again = admin.post(path, json={"idempotency_key": "rev-2"})
     assert (again.status_code, again.json["error"]["code"]) == (409, "already_reversed")
-    missing = api.call(
-        "POST",
+    missing = admin.post(
         "/api/ledger/transfers/00000000-0000-0000-0000-000000000000/reverse",
         json={"idempotency_key": "rev-3"},
     )
     assert (missing.status_code, missing.json["error"]["code"]) == (404, "transfer_not_found")
-    assert api.call("GET", "/api/ledger/transfers/not-a-uuid").status_code == 404
+    assert admin.get("/api/ledger/transfers/not-a-uuid").status_code == 404
 
 
-def test_account_balances_now_and_as_of(api: Api) -> None:
-    api.call("POST", "/api/ledger/transfers", json=ENTRY)
-    now = api.call("GET", "/api/ledger/accounts/customer:42:receivable", role="accountant")
+def test_account_balances_now_and_as_of(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    admin.post("/api/ledger/transfers", json=ENTRY)
+    now = api.as_role("accountant").get("/api/ledger/accounts/customer:42:receivable")
     assert now.status_code == 200
     assert {
         k: now.json[k]
@@ -213,44 +216,43 @@ def test_account_balances_now_and_as_of(api: Api) -> None:
         "balance": "-1.50",
     }
     before = (NOW - timedelta(days=1)).isoformat()
-    past = api.call(
-        "GET", "/api/ledger/accounts/customer:42:receivable", query_string={"as_of": before}
-    )
+    past = admin.get("/api/ledger/accounts/customer:42:receivable", query_string={"as_of": before})
     assert past.json["balance"] == "0.00" and past.json["as_of"] == "2026-11-23T12:00:00Z"
-    bad = api.call(
-        "GET", "/api/ledger/accounts/customer:42:receivable", query_string={"as_of": "yesterday"}
+    bad = admin.get(
+        "/api/ledger/accounts/customer:42:receivable", query_string={"as_of": "yesterday"}
     )
     assert (bad.status_code, bad.json["error"]["code"]) == (422, "validation_failed")
-    missing = api.call("GET", "/api/ledger/accounts/nope:USD")
+    missing = admin.get("/api/ledger/accounts/nope:USD")
     assert (missing.status_code, missing.json["error"]["code"]) == (404, "account_not_found")
 
 
-def test_account_listing_filters_and_pages(api: Api) -> None:
-    page = api.call("GET", "/api/ledger/accounts", query_string={"customer_id": "42"})
+def test_account_listing_filters_and_pages(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    page = admin.get("/api/ledger/accounts", query_string={"customer_id": "42"})
     assert [a["code"] for a in page.json["items"]] == [
         "customer:42:receivable",
         "customer:42:unbilled",
     ]
     assert page.json["total"] == 2
-    usd = api.call(
-        "GET", "/api/ledger/accounts", query_string={"currency": "USD", "per_page": 3, "page": 2}
+    usd = admin.get(
+        "/api/ledger/accounts", query_string={"currency": "USD", "per_page": 3, "page": 2}
     )
     assert usd.json["total"] == 7 and len(usd.json["items"]) == 3
-    huge = api.call("GET", "/api/ledger/accounts", query_string={"per_page": 100000})
+    huge = admin.get("/api/ledger/accounts", query_string={"per_page": 100000})
     assert huge.status_code == 422
 
 
-def test_statement_and_trial_balance(api: Api) -> None:
-    api.call("POST", "/api/ledger/transfers", json=ENTRY)
+def test_statement_and_trial_balance(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    admin.post("/api/ledger/transfers", json=ENTRY)
     second = {**ENTRY, "idempotency_key": "adj-2"}
-    api.call("POST", "/api/ledger/transfers", json=second)
-    statement = api.call(
-        "GET", "/api/ledger/accounts/customer:42:receivable/transfers", role="accountant"
-    )
+    admin.post("/api/ledger/transfers", json=second)
+    accountant = api.as_role("accountant")
+    statement = accountant.get("/api/ledger/accounts/customer:42:receivable/transfers")
     assert statement.status_code == 200
     assert [line["balance_after"] for line in statement.json["items"]] == ["-1.50", "-3.00"]
     assert statement.json["closing_balance"] == "-3.00" and statement.json["total"] == 2
-    trial = api.call("GET", "/api/ledger/trial-balance", role="accountant")
+    trial = accountant.get("/api/ledger/trial-balance")
     assert trial.json["currencies"]["USD"] == {
         "debits": "3.00",
         "credits": "3.00",
@@ -272,35 +274,37 @@ ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "path", "allowed"), ENDPOINTS)
 def test_every_ledger_endpoint_checks_the_key_and_its_role(
-    api: Api, method: str, path: str, allowed: set[str]
+    api: ApiClient, method: str, path: str, allowed: set[str]
 ) -> None:
     body = {"json": ENTRY} if method == "POST" else {}
-    before = api.rows()
-    missing = api.call(method, path, role=None, **body)
+    before = rows(api)
+    missing = api.anonymous().open(path, method, **body)
     assert (missing.status_code, missing.json["error"]["code"]) == (401, "unauthorized")
-    wrong = api.call(method, path, role="sk_not-a-real-key", **body)
+    wrong = api.bearer("sk_not-a-real-key").open(path, method, **body)
     assert (wrong.status_code, wrong.json["error"]["code"]) == (401, "unauthorized")
-    basic = api.call(method, path, role=None, headers={"Authorization": "Basic abc"}, **body)
+    basic = api.with_authorization("Basic abc").open(path, method, **body)
     assert basic.status_code == 401
     for role in {"admin", "service", "accountant"} - allowed:
-        refused = api.call(method, path, role=role, **body)
+        refused = api.as_role(role).open(path, method, **body)
         assert (refused.status_code, refused.json["error"]["code"]) == (403, "forbidden")
-    assert api.rows() == before
+    assert rows(api) == before
     for role in allowed:
-        assert api.call(method, path, role=role, **body).status_code not in (401, 403)
+        assert api.as_role(role).open(path, method, **body).status_code not in (401, 403)
 
 
-def test_health_and_the_openapi_document_need_no_key(api: Api) -> None:
-    assert api.call("GET", "/healthz", role=None).json == {"status": "ok"}
-    ready = api.call("GET", "/readyz", role=None)
+def test_health_and_the_openapi_document_need_no_key(api: ApiClient) -> None:
+    nobody = api.anonymous()
+    assert nobody.get("/healthz").json == {"status": "ok"}
+    ready = nobody.get("/readyz")
     assert ready.status_code == 200 and ready.json["checks"]["database"] == "ok"
-    spec = api.call("GET", "/openapi.json", role=None).json
+    spec = nobody.get("/openapi.json").json
     assert "/api/ledger/transfers" in spec["paths"]
 
 
-def test_unknown_paths_and_methods_answer_in_the_envelope(api: Api) -> None:
-    assert api.call("GET", "/api/nowhere").json["error"]["code"] == "not_found"
-    wrong_method = api.call("DELETE", "/api/ledger/trial-balance")
+def test_unknown_paths_and_methods_answer_in_the_envelope(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    assert admin.get("/api/nowhere").json["error"]["code"] == "not_found"
+    wrong_method = admin.delete("/api/ledger/trial-balance")
     assert (wrong_method.status_code, wrong_method.json["error"]["code"]) == (
         405,
         "method_not_allowed",
@@ -405,18 +409,20 @@ def test_unknown_paths_and_methods_answer_in_the_envelope(api: Api) -> None:
     ],
 )
 def test_hostile_inputs_get_a_4xx_with_a_code_never_a_500(
-    api: Api, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
+    api: ApiClient, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
-    before = api.rows()
-    response = api.call(method, path, **kwargs)
+    before = rows(api)
+    response = api.as_role("admin").open(path, method, **kwargs)
     assert (response.status_code, response.json["error"]["code"]) == (status, code)
-    assert api.rows() == before
+    assert rows(api) == before
 
 
-def test_numbers_in_metadata_are_kept_exactly(api: Api) -> None:
+def test_numbers_in_metadata_are_kept_exactly(api: ApiClient) -> None:
     body = '{"idempotency_key": "m1", "kind": "adjustment", "metadata": {"rate": 0.1, "n": 3},'
     body += ' "transfers": [{"debit_account": "adjustments:USD",'
     body += ' "credit_account": "customer:42:receivable", "amount": "1"}]}'
-    response = api.call("POST", "/api/ledger/transfers", data=body, content_type="application/json")
+    response = api.as_role("admin").post(
+        "/api/ledger/transfers", data=body, content_type="application/json"
+    )
     assert response.status_code == 201
     assert response.json["transfers"][0]["metadata"] == {"rate": "0.1", "n": 3}

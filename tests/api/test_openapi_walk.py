@@ -5,14 +5,13 @@ the cron secret) — the auth matrix — and never with an undocumented status o
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from billing.access.user_tokens import mint_user_token
 from infra.config import Config
-from tests.conftest import Clock, build_app
+from tests.client import ApiClient, Caller
 
 pytestmark = pytest.mark.postgres
 
@@ -29,19 +28,18 @@ PATH_VALUES = {
 
 
 @pytest.fixture
-def walker(pg_url: str) -> Any:
+def walker(make_api: Callable[..., ApiClient], pg_url: str) -> tuple[ApiClient, dict[str, Caller]]:
+    """The app and every kind of caller but nobody: each API-key role, user 42, the cron."""
     config = Config(database_url=pg_url, user_token_secret=USER_SECRET, cron_secret=CRON_SECRET)
-    app, keys = build_app(pg_url, Clock(), config)
-    token = mint_user_token(USER_SECRET, "42", datetime.now(UTC), timedelta(hours=1))
-    callers = {f"key:{role}": key for role, key in keys.items()}
-    callers["user"] = token
-    callers["cron"] = CRON_SECRET
-    yield app.test_client(), callers
-    app.extensions["smsledger"].engine.dispose()
+    api = make_api(config)
+    callers = {f"key:{role}": api.as_role(role) for role in api.keys}
+    callers["user"] = api.as_user("42")
+    callers["cron"] = api.as_cron()
+    return api, callers
 
 
-def operations(client: Any) -> list[tuple[str, str, dict[str, Any]]]:
-    document = client.get("/openapi.json").json
+def operations(api: ApiClient) -> list[tuple[str, str, dict[str, Any]]]:
+    document = api.anonymous().get("/openapi.json").json
     return [
         (method.upper(), path, operation)
         for path, methods in sorted(document["paths"].items())
@@ -50,11 +48,10 @@ def operations(client: Any) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def call(client: Any, method: str, path: str, bearer: str | None) -> Any:
+def call(client: Caller, method: str, path: str) -> Any:
     url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     body = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
-    return client.open(url, method=method, headers=headers, **body)
+    return client.open(url, method, **body)
 
 
 def documented(operation: dict[str, Any], status: int) -> bool:
@@ -62,9 +59,11 @@ def documented(operation: dict[str, Any], status: int) -> bool:
     return str(status) in listed or (status >= 400 and "default" in listed)
 
 
-def test_every_operation_answers_as_documented_for_every_caller(walker: Any) -> None:
-    client, callers = walker
-    walked = operations(client)
+def test_every_operation_answers_as_documented_for_every_caller(
+    walker: tuple[ApiClient, dict[str, Caller]],
+) -> None:
+    api, callers = walker
+    walked = operations(api)
     assert len(walked) >= 30
     problems = []
     answered: set[int] = set()
@@ -72,8 +71,8 @@ def test_every_operation_answers_as_documented_for_every_caller(walker: Any) -> 
         security = operation.get("security")
         scheme = next(iter(security[0])) if security else None
         roles = operation.get("x-roles", [])
-        for caller, bearer in [("nobody", None), *callers.items()]:
-            answer = call(client, method, path, bearer)
+        for caller, client in [("nobody", api.anonymous()), *callers.items()]:
+            answer = call(client, method, path)
             if scheme is None:
                 expected: set[int] | None = None
             elif caller == "nobody":
@@ -103,9 +102,11 @@ def test_every_operation_answers_as_documented_for_every_caller(walker: Any) -> 
     assert {200, 401, 403, 404, 422} <= answered  # the walk reached past the guards
 
 
-def test_every_guarded_operation_says_who_may_call_it(walker: Any) -> None:
-    client, _ = walker
-    for method, path, operation in operations(client):
+def test_every_guarded_operation_says_who_may_call_it(
+    walker: tuple[ApiClient, dict[str, Caller]],
+) -> None:
+    api, _ = walker
+    for method, path, operation in operations(api):
         if path in ("/healthz", "/readyz", "/metrics"):
             assert "security" not in operation
             continue

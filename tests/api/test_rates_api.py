@@ -7,25 +7,19 @@ from typing import Any
 
 import pytest
 
+from tests.client import ApiClient
+from tests.scenarios import SAMPLE_RATES
+
 pytestmark = pytest.mark.postgres
 
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
 
-
-def test_importing_the_sample_sheet_twice_adds_it_once(
-    app_and_keys: tuple[Any, dict[str, str]],
-) -> None:
-    app, keys = app_and_keys
-    runner = app.test_cli_runner()
+def test_importing_the_sample_sheet_twice_adds_it_once(api: ApiClient) -> None:
+    runner = api.app.test_cli_runner()
     first = runner.invoke(args=["rates", "import", str(SAMPLE_RATES)])
     assert first.exit_code == 0 and "rates added: 19, already present: 0" in first.output
     second = runner.invoke(args=["rates", "import", str(SAMPLE_RATES)])
     assert "rates added: 0, already present: 19" in second.output
-    listing = app.test_client().get(
-        "/api/admin/rates",
-        query_string={"plan": "wholesale"},
-        headers={"Authorization": f"Bearer {keys['admin']}"},
-    )
+    listing = api.as_role("admin").get("/api/admin/rates", query_string={"plan": "wholesale"})
     assert listing.status_code == 200 and listing.json["total"] == 2
     assert {r["prefix"]: r["price"] for r in listing.json["items"]} == {
         "1": "0.0045",
@@ -45,32 +39,22 @@ def test_a_bad_sheet_is_refused_whole_with_line_numbers(
 
 
 def test_admins_add_rate_versions_and_a_changed_price_needs_a_new_version(
-    app_and_keys: tuple[Any, dict[str, str]],
+    api: ApiClient,
 ) -> None:
-    app, keys = app_and_keys
-    client = app.test_client()
-    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    admin = api.as_role("admin")
     rate = {"prefix": "447", "price": "0.0075", "currency": "USD", "country": "GB"}
-    added = client.post("/api/admin/rates", json={"rates": [rate]}, headers=admin)
+    added = admin.post("/api/admin/rates", {"rates": [rate]})
     assert (added.status_code, added.json) == (201, {"added": 1, "unchanged": 0})
-    changed = client.post(
-        "/api/admin/rates", json={"rates": [{**rate, "price": "0.008"}]}, headers=admin
-    )
+    changed = admin.post("/api/admin/rates", {"rates": [{**rate, "price": "0.008"}]})
     assert (changed.status_code, changed.json["error"]["code"]) == (422, "invalid_rate")
     newer = {**rate, "price": "0.008", "valid_from": "2026-12-01T00:00:00Z"}
-    assert (
-        client.post("/api/admin/rates", json={"rates": [newer]}, headers=admin).json["added"] == 1
-    )
-    bad = client.post("/api/admin/rates", json={"rates": [{**rate, "prefix": "x"}]}, headers=admin)
+    assert admin.post("/api/admin/rates", {"rates": [newer]}).json["added"] == 1
+    bad = admin.post("/api/admin/rates", {"rates": [{**rate, "prefix": "x"}]})
     assert bad.status_code == 422 and bad.json["error"]["details"]["errors"][0]["index"] == 0
-    active = client.get(
-        "/api/admin/rates",
-        query_string={"active_at": "2026-12-02T00:00:00Z", "prefix": "447"},
-        headers=admin,
+    active = admin.get(
+        "/api/admin/rates", query_string={"active_at": "2026-12-02T00:00:00Z", "prefix": "447"}
     )
     assert [r["price"] for r in active.json["items"]] == ["0.008"]
-    service = {"Authorization": f"Bearer {keys['service']}"}
-    assert (
-        client.post("/api/admin/rates", json={"rates": [rate]}, headers=service).status_code == 403
-    )
-    assert client.get("/api/admin/rates", headers=service).status_code == 403
+    service = api.as_role("service")
+    assert service.post("/api/admin/rates", {"rates": [rate]}).status_code == 403
+    assert service.get("/api/admin/rates").status_code == 403

@@ -5,24 +5,27 @@ statements refused with clear 4xx errors that write nothing."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from billing.customers import create_customer
-from billing.payments.charging import ChargePolicy, charge_invoice
+from billing.payments.charge_runner import charge_invoice
+from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import SippyClient
 from billing.tables import invoices
 from infra.config import Config
 from ledger.db import unit_of_work
 from reconciliation.tables import reconciliation_runs
-from sippy_simulator.server import start_simulator
-from tests.conftest import Clock, build_app
+from sippy_simulator.server import SimulatorHandle
+from tests.client import ApiClient
+from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 
 pytestmark = pytest.mark.postgres
 
+RUNS = "/api/reconciliation/runs"
 RANGE = {"from": "2026-11-24T00:00:00Z", "to": "2026-11-25T00:00:00Z"}
 GOOD_CSV = (
     "i_payment,i_account,payment_time,amount,currency,notes,type\n"
@@ -34,17 +37,23 @@ DIFFERING_CSV = GOOD_CSV.encode() + b"2,1001,2026-11-24T04:00:00Z,5.00,USD,,debi
 
 
 @pytest.fixture
-def api(pg_url: str) -> Iterator[Any]:
-    clock = Clock(at(2026, 11, 24, 3))
-    sim = start_simulator(clock=clock)
+def clock() -> Clock:
+    return Clock(at(2026, 11, 24, 3))
+
+
+@pytest.fixture
+def api(
+    make_api: Callable[..., ApiClient], pg_url: str, sim: SimulatorHandle, clock: Clock
+) -> ApiClient:
+    """Customer 42 (Sippy account 1001) with its invoice of 23 Nov charged in the simulator."""
     config = Config(
         database_url=pg_url,
         sippy_url=sim.xmlapi_url,
         sippy_username="smsledger",
         sippy_password="secret",
     )
-    app, keys = build_app(pg_url, clock, config)
-    sessions = app.extensions["smsledger"].sessions
+    api = make_api(config)
+    sessions = api.sessions
     load_rates(sessions)
     with unit_of_work(sessions) as session:
         create_customer(session, "42", "USD", at(2026, 11, 1), sippy_account_id="1001")
@@ -53,33 +62,23 @@ def api(pg_url: str) -> Iterator[Any]:
     (invoice,) = rows(sessions, invoices)
     gateway = SippyClient(sim.xmlapi_url, "smsledger", "secret", 5)
     charge_invoice(sessions, gateway, invoice.id, clock, DEFAULTS, ChargePolicy())
-    client = app.test_client()
-    client.headers = {r: {"Authorization": f"Bearer {k}"} for r, k in keys.items()}  # type: ignore[attr-defined]
-    client.sim, client.sessions, client.app = sim, sessions, app  # type: ignore[attr-defined]
-    yield client
-    sim.stop()
-    app.extensions["smsledger"].engine.dispose()
+    return api
 
 
-def start(api: Any, role: str = "accountant", **body: Any) -> Any:
-    return api.post("/api/reconciliation/runs", json={**RANGE, **body}, headers=api.headers[role])
+def start(api: ApiClient, role: str = "accountant", **body: Any) -> Any:
+    return api.as_role(role).post(RUNS, {**RANGE, **body})
 
 
-def upload(api: Any, raw: bytes, **fields: str) -> Any:
+def upload(api: ApiClient, raw: bytes, **fields: str) -> Any:
     data = {**RANGE, **fields, "statement": (io.BytesIO(raw), "statement.csv")}
-    return api.post(
-        "/api/reconciliation/runs",
-        data=data,
-        content_type="multipart/form-data",
-        headers=api.headers["accountant"],
-    )
+    return api.as_role("accountant").post(RUNS, data=data, content_type="multipart/form-data")
 
 
-def runs_stored(api: Any) -> int:
+def runs_stored(api: ApiClient) -> int:
     return len(rows(api.sessions, reconciliation_runs))
 
 
-def test_a_run_against_sippy_answers_the_documented_shape(api: Any) -> None:
+def test_a_run_against_sippy_answers_the_documented_shape(api: ApiClient) -> None:
     answer = start(api, source="sippy")
     assert answer.status_code == 201
     body = answer.json
@@ -94,40 +93,34 @@ def test_a_run_against_sippy_answers_the_documented_shape(api: Any) -> None:
     assert item["kind"] == "matched" and item["match_rule"] == "reference"
     assert item["ledger"]["amount"] == item["sippy"]["amount"] == "0.02"
     assert body["created_by"] == "api:accountant" and len(body["inputs"]["sha256"]) == 64
-    listed = api.get("/api/reconciliation/runs", headers=api.headers["accountant"]).json
+    listed = api.as_role("accountant").get(RUNS).json
     assert listed["total"] == 1 and listed["items"][0]["id"] == body["id"]
 
 
-def test_a_difference_is_resolved_over_http_and_shown_in_every_format(api: Any) -> None:
+def test_a_difference_is_resolved_over_http_and_shown_in_every_format(api: ApiClient) -> None:
     run = upload(api, DIFFERING_CSV).json
     assert run["status"] == "differences" and run["totals"]["missing_in_ledger"] == 1
     # The first line's reference is not ours, but account, amount and time agree.
     assert [i["match_rule"] for i in run["items"] if i["kind"] == "matched"] == [
         "account_amount_time"
     ]
-    path = f"/api/reconciliation/runs/{run['id']}"
-    html = api.get(path + "?format=html", headers=api.headers["accountant"])
+    path = f"{RUNS}/{run['id']}"
+    accountant = api.as_role("accountant")
+    html = accountant.get(path + "?format=html")
     assert html.status_code == 200 and html.mimetype == "text/html"
     assert b"missing_in_ledger" in html.data and b"<script" not in html.data
-    csv_answer = api.get(path + "?format=csv&items=differences", headers=api.headers["admin"])
+    csv_answer = api.as_role("admin").get(path + "?format=csv&items=differences")
     assert csv_answer.mimetype == "text/csv" and csv_answer.data.count(b"\n") == 2
     unknown = next(i for i in run["items"] if i["reference"] is None)
     assert unknown["proposal"]["action"] == "record_receipt"
-    resolved = api.post(
+    resolved = accountant.post(
         f"{path}/items/{unknown['id']}/resolve",
-        json={"action": "dismiss", "note": "operator's manual debit"},
-        headers=api.headers["accountant"],
+        {"action": "dismiss", "note": "operator's manual debit"},
     )
     assert resolved.status_code == 200 and resolved.json["resolution"]["action"] == "dismissed"
-    again = api.post(
-        f"{path}/items/{unknown['id']}/resolve",
-        json={"action": "accept"},
-        headers=api.headers["accountant"],
-    )
+    again = accountant.post(f"{path}/items/{unknown['id']}/resolve", {"action": "accept"})
     assert (again.status_code, again.json["error"]["code"]) == (409, "not_resolvable")
-    missing = api.post(
-        f"{path}/items/999999/resolve", json={"action": "accept"}, headers=api.headers["accountant"]
-    )
+    missing = accountant.post(f"{path}/items/999999/resolve", {"action": "accept"})
     assert (missing.status_code, missing.json["error"]["code"]) == (404, "run_not_found")
 
 
@@ -148,7 +141,7 @@ def test_a_difference_is_resolved_over_http_and_shown_in_every_format(api: Any) 
     ],
 )
 def test_malformed_statements_are_clear_422s_and_store_nothing(
-    api: Any, raw: bytes, code: str
+    api: ApiClient, raw: bytes, code: str
 ) -> None:
     answer = upload(api, raw)
     assert answer.status_code == 422, answer.json
@@ -157,32 +150,29 @@ def test_malformed_statements_are_clear_422s_and_store_nothing(
     assert runs_stored(api) == 0
 
 
-def test_bad_run_requests_are_refused(api: Any) -> None:
+def test_bad_run_requests_are_refused(api: ApiClient) -> None:
     backwards = start(api, **{"from": RANGE["to"], "to": RANGE["from"]})
     assert backwards.status_code == 422
     no_file = start(api, source="statement")
     assert no_file.status_code == 422
     bad_mapping = upload(api, GOOD_CSV.encode(), mapping="not json")
     assert bad_mapping.status_code == 422
-    assert (
-        api.get(
-            "/api/reconciliation/runs/00000000-0000-0000-0000-000000000000",
-            headers=api.headers["accountant"],
-        ).status_code
-        == 404
-    )
+    missing = api.as_role("accountant").get(f"{RUNS}/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
     assert start(api, role="service").status_code == 403
-    assert api.post("/api/reconciliation/runs", json=RANGE).status_code == 401
+    assert api.anonymous().post(RUNS, RANGE).status_code == 401
     assert runs_stored(api) == 0
 
 
-def test_an_unreachable_sippy_is_a_503_not_a_500(api: Any) -> None:
-    api.sim.state.inject_fault(method="getPaymentsList", kind="http_5xx")
+def test_an_unreachable_sippy_is_a_503_not_a_500(api: ApiClient, sim: SimulatorHandle) -> None:
+    sim.state.inject_fault(method="getPaymentsList", kind="http_5xx")
     answer = start(api, source="sippy")
     assert (answer.status_code, answer.json["error"]["code"]) == (503, "sippy_unavailable")
 
 
-def test_the_cli_exits_0_when_reconciled_and_1_with_differences(api: Any, tmp_path: Any) -> None:
+def test_the_cli_exits_0_when_reconciled_and_1_with_differences(
+    api: ApiClient, tmp_path: Any
+) -> None:
     runner = api.app.test_cli_runner()
     ok = runner.invoke(args=["reconcile", "--from", RANGE["from"], "--to", RANGE["to"]])
     assert ok.exit_code == 0, ok.output

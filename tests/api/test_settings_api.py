@@ -3,6 +3,7 @@ effective = global with overrides on top, validation, and the auth rules."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,56 +13,50 @@ from billing.settings import BillingDefaults
 from billing.tables import billing_settings
 from infra.config import Config
 from ledger.db import unit_of_work
-from tests.conftest import Clock, build_app
+from tests.client import ApiClient
 
 pytestmark = pytest.mark.postgres
 
+SETTINGS = "/api/admin/sms/billing-settings"
+
 
 @pytest.fixture
-def admin(pg_url: str) -> Any:
+def api(make_api: Callable[..., ApiClient], pg_url: str) -> ApiClient:
+    """An app whose global defaults from the environment are weekly, in EUR."""
     config = Config(
         database_url=pg_url, billing=BillingDefaults(frequency="weekly", currency="EUR")
     )
-    app, keys = build_app(pg_url, Clock(), config)
-    client = app.test_client()
-    headers = {"Authorization": f"Bearer {keys['admin']}"}
-
-    def call(method: str, **kwargs: Any) -> Any:
-        return client.open(
-            "/api/admin/sms/billing-settings", method=method, headers=headers, **kwargs
-        )
-
-    call.app = app  # type: ignore[attr-defined]
-    call.keys = keys  # type: ignore[attr-defined]
-    yield call
-    app.extensions["smsledger"].engine.dispose()
+    return make_api(config)
 
 
-def test_global_defaults_are_seeded_from_the_environment(admin: Any) -> None:
-    body = admin("GET", query_string={"includeGlobal": "true"}).json
+def test_global_defaults_are_seeded_from_the_environment(api: ApiClient) -> None:
+    body = api.as_role("admin").get(SETTINGS, query_string={"includeGlobal": "true"}).json
     assert body["users"] == []
     assert body["global"]["frequency"] == "weekly" and body["global"]["currency"] == "EUR"
     assert body["global"]["notify_at_percent"] == 80 and body["global"]["threshold_amount"] is None
 
 
-def test_user_overrides_sit_on_top_of_the_global_settings(admin: Any) -> None:
-    put = admin("PUT", json={"userId": "42", "frequency": "threshold", "threshold_amount": "25.00"})
+def test_user_overrides_sit_on_top_of_the_global_settings(api: ApiClient) -> None:
+    admin = api.as_role("admin")
+    put = admin.put(
+        SETTINGS, {"userId": "42", "frequency": "threshold", "threshold_amount": "25.00"}
+    )
     assert put.status_code == 200
     (user,) = put.json["users"]
     assert user["overrides"] == {"frequency": "threshold", "threshold_amount": "25.00"}
     assert user["effective"]["frequency"] == "threshold"
     assert user["effective"]["currency"] == "EUR"  # inherited
-    admin("PUT", json={"credit_limit": "100", "currency": "USD"})  # global change shows through
-    listed = admin("GET", query_string={"includeGlobal": "true"}).json
+    admin.put(SETTINGS, {"credit_limit": "100", "currency": "USD"})  # global change shows through
+    listed = admin.get(SETTINGS, query_string={"includeGlobal": "true"}).json
     assert listed["global"]["credit_limit"] == "100.00"
     (user,) = listed["users"]
     assert user["effective"]["credit_limit"] == "100.00" and user["effective"]["currency"] == "USD"
-    one = admin("GET", query_string={"userId": "42"}).json
+    one = admin.get(SETTINGS, query_string={"userId": "42"}).json
     assert "global" not in one and one["users"][0]["user_id"] == "42"
-    dropped = admin("DELETE", query_string={"userId": "42"})
+    dropped = admin.delete(SETTINGS, query_string={"userId": "42"})
     assert dropped.status_code == 200
     assert dropped.json["users"][0]["effective"]["frequency"] == "weekly"
-    assert admin("GET").json["users"] == []
+    assert admin.get(SETTINGS).json["users"] == []
 
 
 @pytest.mark.parametrize(
@@ -80,31 +75,28 @@ def test_user_overrides_sit_on_top_of_the_global_settings(admin: Any) -> None:
     ],
 )
 def test_invalid_settings_are_refused_and_nothing_is_stored(
-    admin: Any, body: dict[str, Any], code: str
+    api: ApiClient, body: dict[str, Any], code: str
 ) -> None:
-    admin("GET")  # seeds the global row
-    response = admin("PUT", json=body)
+    admin = api.as_role("admin")
+    admin.get(SETTINGS)  # seeds the global row
+    response = admin.put(SETTINGS, body)
     assert (response.status_code, response.json["error"]["code"]) == (422, code)
-    with unit_of_work(admin.app.extensions["smsledger"].sessions) as session:
+    with unit_of_work(api.sessions) as session:
         scopes = session.execute(sa.select(billing_settings.c.scope)).scalars().all()
     assert scopes == ["*"]
 
 
 def test_a_threshold_user_is_valid_when_the_threshold_comes_from_the_global_settings(
-    admin: Any,
+    api: ApiClient,
 ) -> None:
-    admin("PUT", json={"threshold_messages": 1000})
-    assert admin("PUT", json={"userId": "42", "frequency": "threshold"}).status_code == 200
+    admin = api.as_role("admin")
+    admin.put(SETTINGS, {"threshold_messages": 1000})
+    assert admin.put(SETTINGS, {"userId": "42", "frequency": "threshold"}).status_code == 200
 
 
-def test_only_admins_manage_settings(admin: Any) -> None:
-    app, keys = admin.app, admin.keys
-    client = app.test_client()
+def test_only_admins_manage_settings(api: ApiClient) -> None:
     for role in ("service", "accountant"):
-        headers = {"Authorization": f"Bearer {keys[role]}"}
-        assert client.get("/api/admin/sms/billing-settings", headers=headers).status_code == 403
-        assert (
-            client.put("/api/admin/sms/billing-settings", json={}, headers=headers).status_code
-            == 403
-        )
-    assert client.delete("/api/admin/sms/billing-settings?userId=1").status_code == 401
+        caller = api.as_role(role)
+        assert caller.get(SETTINGS).status_code == 403
+        assert caller.put(SETTINGS, {}).status_code == 403
+    assert api.anonymous().delete(f"{SETTINGS}?userId=1").status_code == 401

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from billing.customers import update_customer
-from billing.payments.charging import ChargePolicy, charge_invoice
+from billing.payments.charge_runner import charge_invoice
+from billing.payments.charging import ChargePolicy
 from billing.tables import invoices
 from infra.config import Config
 from ledger.db import unit_of_work
-from tests.conftest import Clock, build_app
+from tests.client import ApiClient
+from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 
 pytestmark = pytest.mark.postgres
@@ -27,10 +30,12 @@ class Accepts:
         return None
 
 
-def test_stats_count_invoices_payments_users_and_countries(pg_url: str) -> None:
+def test_stats_count_invoices_payments_users_and_countries(
+    make_api: Callable[..., ApiClient], pg_url: str
+) -> None:
     clock = Clock(at(2026, 11, 24, 3))
-    app, keys = build_app(pg_url, clock, Config(database_url=pg_url))
-    sessions = app.extensions["smsledger"].sessions
+    api = make_api(Config(database_url=pg_url), clock)
+    sessions = api.sessions
     load_rates(sessions)
     sent = at(2026, 11, 23, 12)
     post(
@@ -46,11 +51,9 @@ def test_stats_count_invoices_payments_users_and_countries(pg_url: str) -> None:
     charge_invoice(sessions, Accepts(), by_user["big"], clock, DEFAULTS, ChargePolicy())
     charge_invoice(sessions, Accepts(), by_user["small"], clock, DEFAULTS, ChargePolicy())
 
-    client = app.test_client()
-    admin = {"Authorization": f"Bearer {keys['admin']}"}
-    answer = client.get(
-        "/api/admin/sms/billing-stats?from=2026-11-23T00:00:00Z&to=2026-11-25T00:00:00Z",
-        headers=admin,
+    admin = api.as_role("admin")
+    answer = admin.get(
+        "/api/admin/sms/billing-stats?from=2026-11-23T00:00:00Z&to=2026-11-25T00:00:00Z"
     )
     assert answer.status_code == 200
     stats = answer.json
@@ -68,20 +71,14 @@ def test_stats_count_invoices_payments_users_and_countries(pg_url: str) -> None:
     ]
     countries = {c["country"]: (c["messages"], c["amount"]) for c in stats["usage_by_country"]}
     assert countries == {"GB": (5, "0.035"), "US": (2, "0.012")}
-    top_one = client.get(
-        "/api/admin/sms/billing-stats?top=1&to=2026-11-25T00:00:00Z", headers=admin
-    )
+    top_one = admin.get("/api/admin/sms/billing-stats?top=1&to=2026-11-25T00:00:00Z")
     assert [u["user_id"] for u in top_one.json["high_volume_users"]] == ["big"]
-    empty = client.get(
-        "/api/admin/sms/billing-stats?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z",
-        headers=admin,
+    empty = admin.get(
+        "/api/admin/sms/billing-stats?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z"
     ).json
     assert empty["invoices"]["total"] == 0 and empty["success_rate"] is None
-    backwards = client.get(
-        "/api/admin/sms/billing-stats?from=2026-11-25T00:00:00Z&to=2026-11-23T00:00:00Z",
-        headers=admin,
+    backwards = admin.get(
+        "/api/admin/sms/billing-stats?from=2026-11-25T00:00:00Z&to=2026-11-23T00:00:00Z"
     )
     assert backwards.status_code == 422
-    service = {"Authorization": f"Bearer {keys['service']}"}
-    assert client.get("/api/admin/sms/billing-stats", headers=service).status_code == 403
-    app.extensions["smsledger"].engine.dispose()
+    assert api.as_role("service").get("/api/admin/sms/billing-stats").status_code == 403

@@ -4,8 +4,8 @@ roles, the pre-send decision's reasons, and failing open."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,54 +15,38 @@ from api import create_app
 from billing.customers import update_customer
 from billing.settings import BillingDefaults, put_settings
 from billing.tables import customers, invoices
-from billing.usage.rate_sheets import add_rates, parse_sheet
 from infra.config import Config
 from ledger.db import unit_of_work
 from ledger.tables import transfers
-from tests.conftest import NOW, Clock, build_app
+from tests.client import ApiClient
+from tests.conftest import NOW, Clock
+from tests.scenarios import load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
-EVENT = {
-    "message_id": "msg-0001",
-    "user_id": "42",
-    "destination": "+447400123456",
-    "segments": 1,
-    "sent_at": "2026-11-24T10:00:00Z",
-}
-
-
-class Client:
-    def __init__(self, app: Any, keys: dict[str, str]) -> None:
-        self.app, self.keys, self.http = app, keys, app.test_client()
-        self.sessions = app.extensions["smsledger"].sessions
-
-    def post(self, path: str, body: Any = None, role: str | None = "service", **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
-        if body is not None:
-            kwargs["json"] = body
-        return self.http.post(path, headers=headers, **kwargs)
-
-    def rows(self) -> tuple[int, int]:
-        with unit_of_work(self.sessions) as session:
-            return (
-                session.execute(sa.select(sa.func.count()).select_from(transfers)).scalar_one(),
-                session.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one(),
-            )
+# User 42, one segment to +447400123456 (GB, prefix 4474: 0.007 USD).
+EVENT = sms("msg-0001", "2026-11-24T10:00:00Z")
 
 
 @pytest.fixture
-def client(app_and_keys: tuple[Any, dict[str, str]]) -> Client:
-    app, keys = app_and_keys
-    c = Client(app, keys)
-    with unit_of_work(c.sessions) as session:
-        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), NOW)
-    return c
+def api(api: ApiClient) -> ApiClient:
+    """The shared client, with the sample rates loaded."""
+    load_rates(api.sessions, NOW)
+    return api
 
 
-def test_posting_one_sms_answers_the_documented_shape(client: Client) -> None:
-    response = client.post("/api/usage", EVENT)
+def rows(api: ApiClient) -> tuple[int, int]:
+    """How many transfers and customers there are."""
+    with unit_of_work(api.sessions) as session:
+        return (
+            session.execute(sa.select(sa.func.count()).select_from(transfers)).scalar_one(),
+            session.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one(),
+        )
+
+
+def test_posting_one_sms_answers_the_documented_shape(api: ApiClient) -> None:
+    service = api.as_role("service")
+    response = service.post("/api/usage", EVENT)
     assert response.status_code == 201
     body = response.json
     assert (body["posted"], body["duplicates"]) == (1, 0)
@@ -78,29 +62,31 @@ def test_posting_one_sms_answers_the_documented_shape(client: Client) -> None:
         "segments": 1,
     }
     uuid.UUID(result["transfer_id"])
-    replay = client.post("/api/usage", EVENT)
+    replay = service.post("/api/usage", EVENT)
     assert replay.status_code == 200
     assert replay.json["results"][0] == {**result, "status": "duplicate"}
     assert (replay.json["posted"], replay.json["duplicates"]) == (0, 1)
 
 
-def test_a_batch_mixes_new_and_replayed_events(client: Client) -> None:
-    client.post("/api/usage", EVENT)
+def test_a_batch_mixes_new_and_replayed_events(api: ApiClient) -> None:
+    service = api.as_role("service")
+    service.post("/api/usage", EVENT)
     batch = {"events": [EVENT, {**EVENT, "message_id": "msg-0002", "destination": "+12025550123"}]}
-    response = client.post("/api/usage", batch)
+    response = service.post("/api/usage", batch)
     assert response.status_code == 201
     assert [r["status"] for r in response.json["results"]] == ["duplicate", "posted"]
     assert response.json["results"][1]["amount"] == "0.006"
 
 
-def test_a_conflicting_replay_is_409_and_writes_nothing(client: Client) -> None:
-    client.post("/api/usage", EVENT)
-    before = client.rows()
+def test_a_conflicting_replay_is_409_and_writes_nothing(api: ApiClient) -> None:
+    service = api.as_role("service")
+    service.post("/api/usage", EVENT)
+    before = rows(api)
     batch = {"events": [{**EVENT, "message_id": "new", "user_id": "99"}, {**EVENT, "segments": 2}]}
-    response = client.post("/api/usage", batch)
+    response = service.post("/api/usage", batch)
     assert (response.status_code, response.json["error"]["code"]) == (409, "idempotency_conflict")
     assert response.json["error"]["details"]["index"] == 1
-    assert client.rows() == before
+    assert rows(api) == before
 
 
 @pytest.mark.parametrize(
@@ -114,24 +100,25 @@ def test_a_conflicting_replay_is_409_and_writes_nothing(client: Client) -> None:
     ],
 )
 def test_any_invalid_event_refuses_the_batch_with_its_index(
-    client: Client, change: dict[str, Any], field: str, code: str
+    api: ApiClient, change: dict[str, Any], field: str, code: str
 ) -> None:
-    client.post("/api/usage", {**EVENT, "message_id": "seed"})  # user 42 exists, in USD
-    before = client.rows()
+    service = api.as_role("service")
+    service.post("/api/usage", {**EVENT, "message_id": "seed"})  # user 42 exists, in USD
+    before = rows(api)
     batch = {"events": [{**EVENT, "message_id": "ok", "user_id": "fresh"}, {**EVENT, **change}]}
-    response = client.post("/api/usage", batch)
+    response = service.post("/api/usage", batch)
     assert (response.status_code, response.json["error"]["code"]) == (422, "validation_failed")
     (error,) = response.json["error"]["details"]["errors"]
     assert (error["index"], error["field"], error["code"]) == (1, field, code)
-    assert client.rows() == before
+    assert rows(api) == before
 
 
-def test_an_oversized_batch_is_refused(client: Client) -> None:
+def test_an_oversized_batch_is_refused(api: ApiClient) -> None:
     events = [{**EVENT, "message_id": f"m{n}"} for n in range(10_001)]
-    response = client.post("/api/usage", {"events": events})
+    response = api.as_role("service").post("/api/usage", {"events": events})
     assert response.status_code == 422
     assert response.json["error"]["details"]["errors"][0]["code"] == "batch_too_large"
-    assert client.rows() == (0, 0)
+    assert rows(api) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -146,48 +133,48 @@ def test_an_oversized_batch_is_refused(client: Client) -> None:
     ],
 )
 def test_malformed_bodies_are_refused(
-    client: Client, kwargs: dict[str, Any], status: int, code: str
+    api: ApiClient, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
-    response = client.post("/api/usage", **kwargs)
+    response = api.as_role("service").post("/api/usage", **kwargs)
     assert (response.status_code, response.json["error"]["code"]) == (status, code)
-    assert client.rows() == (0, 0)
+    assert rows(api) == (0, 0)
 
 
 @pytest.mark.parametrize("path", ["/api/usage", "/api/usage/check"])
-def test_only_the_service_role_may_post_usage_or_ask(client: Client, path: str) -> None:
+def test_only_the_service_role_may_post_usage_or_ask(api: ApiClient, path: str) -> None:
     body = EVENT if path == "/api/usage" else {"user_id": "42", "message_count": 1}
-    assert client.post(path, body, role=None).status_code == 401
+    assert api.anonymous().post(path, body).status_code == 401
     for role in ("admin", "accountant"):
-        response = client.post(path, body, role=role)
+        response = api.as_role(role).post(path, body)
         assert (response.status_code, response.json["error"]["code"]) == (403, "forbidden")
-    assert client.rows() == (0, 0)
+    assert rows(api) == (0, 0)
 
 
-def test_unknown_users_are_refused_when_provisioning_is_off(pg_url: str) -> None:
-    app, keys = build_app(
-        pg_url,
-        Clock(),
-        Config(database_url=pg_url, billing=BillingDefaults(auto_create_customers=False)),
+def test_unknown_users_are_refused_when_provisioning_is_off(
+    make_api: Callable[..., ApiClient], pg_url: str
+) -> None:
+    api = make_api(
+        Config(database_url=pg_url, billing=BillingDefaults(auto_create_customers=False))
     )
-    c = Client(app, keys)
-    response = c.post("/api/usage", EVENT)
+    response = api.as_role("service").post("/api/usage", EVENT)
     assert (response.status_code, response.json["error"]["code"]) == (422, "unknown_customer")
-    app.extensions["smsledger"].engine.dispose()
 
 
-def check(client: Client, **body: Any) -> Any:
-    response = client.post("/api/usage/check", {"user_id": "42", "message_count": 1, **body})
+def check(api: ApiClient, **body: Any) -> Any:
+    response = api.as_role("service").post(
+        "/api/usage/check", {"user_id": "42", "message_count": 1, **body}
+    )
     assert response.status_code == 200, response.json
     return response.json
 
 
-def settings(client: Client, **values: Any) -> None:
-    with unit_of_work(client.sessions) as session:
+def settings(api: ApiClient, **values: Any) -> None:
+    with unit_of_work(api.sessions) as session:
         put_settings(session, "42", values, BillingDefaults(), NOW)
 
 
-def add_invoice(client: Client, status: str, days: int) -> None:
-    with unit_of_work(client.sessions) as session:
+def add_invoice(api: ApiClient, status: str, days: int) -> None:
+    with unit_of_work(api.sessions) as session:
         session.execute(
             sa.insert(invoices).values(
                 id=uuid.uuid4(),
@@ -203,10 +190,10 @@ def add_invoice(client: Client, status: str, days: int) -> None:
         )
 
 
-def test_the_check_answers_the_documented_shape(client: Client) -> None:
-    client.post("/api/usage", {**EVENT, "segments": 2})
-    settings(client, credit_limit=50_000_000)
-    body = check(client, total_cost="0.0075", country="GB", prefix="4477")
+def test_the_check_answers_the_documented_shape(api: ApiClient) -> None:
+    api.as_role("service").post("/api/usage", {**EVENT, "segments": 2})
+    settings(api, credit_limit=50_000_000)
+    body = check(api, total_cost="0.0075", country="GB", prefix="4477")
     assert body == {
         "allowed": True,
         "should_block": False,
@@ -222,51 +209,51 @@ def test_the_check_answers_the_documented_shape(client: Client) -> None:
     }
 
 
-def test_an_unknown_user_may_send_under_the_global_defaults(client: Client) -> None:
-    body = check(client)
+def test_an_unknown_user_may_send_under_the_global_defaults(api: ApiClient) -> None:
+    body = check(api)
     assert body["allowed"] is True and body["unbilled"] == "0.00"
-    assert client.rows() == (0, 0)
+    assert rows(api) == (0, 0)
 
 
-def test_the_credit_limit_counts_this_sends_cost(client: Client) -> None:
-    client.post("/api/usage", EVENT)  # 0.007 unbilled
-    settings(client, credit_limit=10_000)  # 0.01
-    assert check(client, total_cost="0.003")["allowed"] is True
-    blocked = check(client, total_cost="0.0031")
+def test_the_credit_limit_counts_this_sends_cost(api: ApiClient) -> None:
+    api.as_role("service").post("/api/usage", EVENT)  # 0.007 unbilled
+    settings(api, credit_limit=10_000)  # 0.01
+    assert check(api, total_cost="0.003")["allowed"] is True
+    blocked = check(api, total_cost="0.0031")
     assert (blocked["allowed"], blocked["should_block"], blocked["reason"]) == (
         False,
         True,
         "credit_limit_exceeded",
     )
-    priced = check(client, destination="+447400123456", message_count=1)  # rated: 0.007
+    priced = check(api, destination="+447400123456", message_count=1)  # rated: 0.007
     assert priced["reason"] == "credit_limit_exceeded" and priced["estimated_cost"] == "0.007"
 
 
-def test_a_suspended_customer_is_blocked(client: Client) -> None:
-    client.post("/api/usage", EVENT)
-    with unit_of_work(client.sessions) as session:
+def test_a_suspended_customer_is_blocked(api: ApiClient) -> None:
+    api.as_role("service").post("/api/usage", EVENT)
+    with unit_of_work(api.sessions) as session:
         update_customer(session, "42", NOW, status="suspended")
-    assert check(client)["reason"] == "customer_suspended"
+    assert check(api)["reason"] == "customer_suspended"
 
 
-def test_pending_billings_block_under_manual_approval(client: Client) -> None:
-    client.post("/api/usage", EVENT)
-    settings(client, require_manual_approval=True)
-    assert check(client)["allowed"] is True
-    add_invoice(client, "pending", 0)
-    body = check(client)
+def test_pending_billings_block_under_manual_approval(api: ApiClient) -> None:
+    api.as_role("service").post("/api/usage", EVENT)
+    settings(api, require_manual_approval=True)
+    assert check(api)["allowed"] is True
+    add_invoice(api, "pending", 0)
+    body = check(api)
     assert (body["reason"], body["pending_billings"]) == ("pending_billings_require_approval", 1)
 
 
-def test_too_many_unpaid_invoices_block(client: Client) -> None:
-    client.post("/api/usage", EVENT)
-    settings(client, max_pending_invoices=2)
-    add_invoice(client, "failed", 0)
-    assert check(client)["allowed"] is True
-    add_invoice(client, "processing", 1)
-    assert check(client)["reason"] == "max_pending_invoices"
-    add_invoice(client, "paid", 2)
-    assert check(client)["pending_billings"] == 2
+def test_too_many_unpaid_invoices_block(api: ApiClient) -> None:
+    api.as_role("service").post("/api/usage", EVENT)
+    settings(api, max_pending_invoices=2)
+    add_invoice(api, "failed", 0)
+    assert check(api)["allowed"] is True
+    add_invoice(api, "processing", 1)
+    assert check(api)["reason"] == "max_pending_invoices"
+    add_invoice(api, "paid", 2)
+    assert check(api)["pending_billings"] == 2
 
 
 @pytest.mark.parametrize(
@@ -280,20 +267,18 @@ def test_too_many_unpaid_invoices_block(client: Client) -> None:
     ],
 )
 def test_a_bad_check_is_422_with_the_field(
-    client: Client, body: dict[str, Any], field: str
+    api: ApiClient, body: dict[str, Any], field: str
 ) -> None:
-    response = client.post("/api/usage/check", body)
+    response = api.as_role("service").post("/api/usage/check", body)
     assert (response.status_code, response.json["error"]["code"]) == (422, "validation_failed")
     assert response.json["error"]["details"]["errors"][0]["field"] == field
 
 
 def test_the_check_fails_open_when_the_engine_is_down() -> None:
     dead = "postgresql+psycopg2://postgres@127.0.0.1:1/nowhere"
-    broken = create_app(Config(database_url=dead), clock=Clock())
-    response = broken.test_client().post(
-        "/api/usage/check",
-        json={"user_id": "42", "message_count": 1},
-        headers={"Authorization": "Bearer sk_anything"},
+    broken = ApiClient(create_app(Config(database_url=dead), clock=Clock()), keys={})
+    response = broken.bearer("sk_anything").post(
+        "/api/usage/check", {"user_id": "42", "message_count": 1}
     )
     assert response.status_code == 503
     assert response.json["allowed"] is True

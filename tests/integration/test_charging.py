@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -17,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.customers import create_customer
-from billing.payments.charging import ChargePolicy, charge_invoice, due_charges
+from billing.payments.charge_runner import charge_invoice
+from billing.payments.charging import ChargePolicy, due_charges
 from billing.payments.sippy_client import ChargeOutcome, SippyClient
 from billing.settings import put_settings
 from billing.tables import invoices, notifications, payment_attempts
@@ -26,7 +26,7 @@ from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.money import Money
 from ledger.tables import transfers
-from sippy_simulator.server import SimulatorHandle, start_simulator
+from sippy_simulator.server import SimulatorHandle
 from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 
@@ -34,13 +34,6 @@ pytestmark = pytest.mark.postgres
 
 POLICY = ChargePolicy(in_flight_grace=timedelta(minutes=2))
 CLOSED_AT = at(2026, 11, 24, 2)
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Iterator[SimulatorHandle]:
-    handle = start_simulator(clock=clock)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ whose cached balance no longer equals its transfers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from billing.tables import api_keys
 from ledger.db import unit_of_work
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entry
+from tests.client import ApiClient
 from tests.conftest import NOW
 
 pytestmark = pytest.mark.postgres
@@ -86,26 +88,22 @@ def test_db_upgrade_brings_an_empty_database_to_the_latest_revision(
     admin.dispose()
 
 
-def test_token_mints_a_user_token_the_api_accepts(pg_url: str) -> None:
+def test_token_mints_a_user_token_the_api_accepts(
+    make_api: Callable[..., ApiClient], pg_url: str
+) -> None:
     from datetime import UTC, datetime
 
     from infra.config import Config
-    from tests.conftest import Clock, build_app
+    from tests.conftest import Clock
 
     secret = "a-user-token-secret-of-32-bytes-or-more"
-    app, _ = build_app(
-        pg_url, Clock(datetime.now(UTC)), Config(database_url=pg_url, user_token_secret=secret)
-    )
-    result = app.test_cli_runner().invoke(args=["token", "--user-id", "42"])
+    api = make_api(Config(database_url=pg_url, user_token_secret=secret), Clock(datetime.now(UTC)))
+    result = api.app.test_cli_runner().invoke(args=["token", "--user-id", "42"])
     assert result.exit_code == 0, result.output
     token = result.output.strip()
-    answer = app.test_client().get(
-        "/api/user/notifications", headers={"Authorization": f"Bearer {token}"}
-    )
+    answer = api.bearer(token).get("/api/user/notifications")
     assert answer.status_code == 200 and answer.json["total"] == 0
-    bad = app.test_cli_runner().invoke(args=["token", "--user-id", "no spaces"])
+    bad = api.app.test_cli_runner().invoke(args=["token", "--user-id", "no spaces"])
     assert bad.exit_code == 2
-    app.extensions["smsledger"].engine.dispose()
-    unset, _ = build_app(pg_url, Clock())
-    assert unset.test_cli_runner().invoke(args=["token", "--user-id", "42"]).exit_code == 2
-    unset.extensions["smsledger"].engine.dispose()
+    unset = make_api(Config(database_url=pg_url))
+    assert unset.app.test_cli_runner().invoke(args=["token", "--user-id", "42"]).exit_code == 2

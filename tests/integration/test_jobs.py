@@ -4,9 +4,8 @@ schedule that comes due enqueues the close."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,12 +28,13 @@ from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
 from jobs.schedule import CRON_SCHEDULES, THRESHOLD_JOB_ID, register
 from ledger.db import unit_of_work
-from sippy_simulator.server import start_simulator
+from sippy_simulator.server import SimulatorHandle
+from tests.client import ApiClient
 from tests.redisserver import redis_server
+from tests.scenarios import SAMPLE_RATES, sms
 
 pytestmark = pytest.mark.postgres
 
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
 CLOSE_TIME = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)
 
 
@@ -56,16 +56,7 @@ def redis(redis_url: str) -> Iterator[Redis]:
 def usage(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     posted_at = datetime(2026, 11, 24, 1, tzinfo=UTC)
     events = validate_events(
-        [
-            {
-                "message_id": f"m{n}",
-                "user_id": f"u{n % 3}",
-                "destination": "+447400123456",
-                "segments": 1,
-                "sent_at": "2026-11-23T12:00:00Z",
-            }
-            for n in range(9)
-        ]
+        [sms(f"m{n}", "2026-11-23T12:00:00Z", user=f"u{n % 3}") for n in range(9)]
     )
     with unit_of_work(sessions) as session:
         add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), posted_at)
@@ -125,66 +116,62 @@ def test_the_cli_worker_needs_redis(app_and_keys: tuple[Any, dict[str, str]]) ->
     assert result.exit_code == 2 and "REDIS_URL" in result.output
 
 
-def test_readiness_checks_redis_when_jobs_use_it(pg_url: str, redis_url: str) -> None:
+def test_readiness_checks_redis_when_jobs_use_it(
+    make_api: Callable[..., ApiClient], pg_url: str, redis_url: str
+) -> None:
     from infra.config import Config
-    from tests.conftest import Clock, build_app
 
-    app, _ = build_app(pg_url, Clock(), Config(database_url=pg_url, redis_url=redis_url))
-    ready = app.test_client().get("/readyz")
+    up = make_api(Config(database_url=pg_url, redis_url=redis_url))
+    ready = up.anonymous().get("/readyz")
     assert ready.status_code == 200 and ready.json["checks"] == {"database": "ok", "redis": "ok"}
-    app.extensions["smsledger"].engine.dispose()
-    down, _ = build_app(
-        pg_url, Clock(), Config(database_url=pg_url, redis_url="redis://127.0.0.1:1/0")
-    )
-    unready = down.test_client().get("/readyz")
+    down = make_api(Config(database_url=pg_url, redis_url="redis://127.0.0.1:1/0"))
+    unready = down.anonymous().get("/readyz")
     assert unready.status_code == 503 and unready.json["checks"]["redis"] == "unavailable"
-    down.extensions["smsledger"].engine.dispose()
 
 
 def test_a_worker_closes_then_charges_each_invoice_through_sippy_once(
-    redis: Redis, redis_url: str, usage: sessionmaker[Session]
+    redis: Redis,
+    redis_url: str,
+    usage: sessionmaker[Session],
+    start_sim: Callable[..., SimulatorHandle],
 ) -> None:
     """The cycle hands the charges to the payments queue; the charge jobs run there, and a
     second dispatch (the minute sweep) finds nothing left to charge."""
     with unit_of_work(usage) as session:
         for n in range(3):
             update_customer(session, f"u{n}", CLOSE_TIME, sippy_account_id=str(1001 + n))
-    sim = start_simulator(clock=lambda: CLOSE_TIME)
-    try:
-        context.configure(
-            context.JobContext(
-                usage,
-                lambda: CLOSE_TIME,
-                BillingDefaults(),
-                gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5),
-                enqueue=context.rq_enqueue(redis_url),
-            )
+    sim = start_sim(clock=lambda: CLOSE_TIME)
+    context.configure(
+        context.JobContext(
+            usage,
+            lambda: CLOSE_TIME,
+            BillingDefaults(),
+            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5),
+            enqueue=context.rq_enqueue(redis_url),
         )
-        queues = [Queue(name, connection=redis) for name in ("billing", "payments")]
-        cycle = queues[0].enqueue(billing_cycle, "daily")
-        SimpleWorker(queues, connection=redis).work(burst=True)
-        assert cycle.return_value()["charges_enqueued"] == 3
-        with unit_of_work(usage) as session:
-            statuses = session.execute(sa.select(invoices.c.status)).scalars().all()
-        assert statuses == ["paid"] * 3
-        assert len(sim.state.payments()) == 3
-        assert dispatch_charges() == {"dispatched": 0}
-    finally:
-        sim.stop()
+    )
+    queues = [Queue(name, connection=redis) for name in ("billing", "payments")]
+    cycle = queues[0].enqueue(billing_cycle, "daily")
+    SimpleWorker(queues, connection=redis).work(burst=True)
+    assert cycle.return_value()["charges_enqueued"] == 3
+    with unit_of_work(usage) as session:
+        statuses = session.execute(sa.select(invoices.c.status)).scalars().all()
+    assert statuses == ["paid"] * 3
+    assert len(sim.state.payments()) == 3
+    assert dispatch_charges() == {"dispatched": 0}
 
 
-def test_the_morning_job_reconciles_yesterday_through_sippy(usage: sessionmaker[Session]) -> None:
-    sim = start_simulator(clock=lambda: CLOSE_TIME)
-    try:
-        client = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
-        context.configure(
-            context.JobContext(
-                usage, lambda: CLOSE_TIME, BillingDefaults(), gateway=client, sippy=client
-            )
+def test_the_morning_job_reconciles_yesterday_through_sippy(
+    usage: sessionmaker[Session], start_sim: Callable[..., SimulatorHandle]
+) -> None:
+    sim = start_sim(clock=lambda: CLOSE_TIME)
+    client = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
+    context.configure(
+        context.JobContext(
+            usage, lambda: CLOSE_TIME, BillingDefaults(), gateway=client, sippy=client
         )
-        result = reconcile_yesterday()
-        assert result["status"] == "reconciled" and result["matched"] == 0
-        context.configure(context.JobContext(usage, lambda: CLOSE_TIME, BillingDefaults()))
-        assert reconcile_yesterday() == {"status": "skipped"}
-    finally:
-        sim.stop()
+    )
+    result = reconcile_yesterday()
+    assert result["status"] == "reconciled" and result["matched"] == 0
+    context.configure(context.JobContext(usage, lambda: CLOSE_TIME, BillingDefaults()))
+    assert reconcile_yesterday() == {"status": "skipped"}

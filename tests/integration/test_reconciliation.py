@@ -9,7 +9,6 @@ import csv
 import io
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.customers import create_customer
-from billing.payments.charging import ChargePolicy, charge_invoice
+from billing.payments.charge_runner import charge_invoice
+from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import ChargeOutcome, SippyClient
 from billing.tables import invoices
 from ledger.checks import check_ledger
@@ -26,7 +26,7 @@ from ledger.money import Money
 from reconciliation.proposals import resolve
 from reconciliation.runs import reconcile, run_items
 from reconciliation.statements import fetch_statement, parse_statement_csv
-from sippy_simulator.server import SimulatorHandle, start_simulator
+from sippy_simulator.server import SimulatorHandle
 from tests.conftest import Clock
 from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
 
@@ -60,9 +60,9 @@ class Scripted:
 
 
 @pytest.fixture
-def sim(clock: Clock) -> Iterator[SimulatorHandle]:
-    handle = start_simulator(clock=clock)
-    handle.state.put_account(
+def sim(sim: SimulatorHandle) -> SimulatorHandle:
+    """The shared simulator, with a EUR account (2001) beside its default ones."""
+    sim.state.put_account(
         {
             "i_account": 2001,
             "username": "euro",
@@ -71,8 +71,7 @@ def sim(clock: Clock) -> Iterator[SimulatorHandle]:
             "credit_limit": "0",
         }
     )
-    yield handle
-    handle.stop()
+    return sim
 
 
 @pytest.fixture

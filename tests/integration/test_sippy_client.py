@@ -5,7 +5,7 @@ pages, and wire formats pinned. No database."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,15 +15,16 @@ import pytest
 from billing.payments.sippy_client import SippyAuthFailed, SippyClient, SippyFault, SippyUnreachable
 from billing.payments.sippy_wire import format_time, from_double, parse_time, to_double
 from ledger.money import Money
-from sippy_simulator.server import SimulatorHandle, start_simulator
+from sippy_simulator.server import SimulatorHandle
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorHandle]:
-    handle = start_simulator(
+def sim(start_sim: Callable[..., SimulatorHandle]) -> SimulatorHandle:
+    """A simulator at T0 with two accounts of this module's own: 1001 in USD, 1002 in EUR."""
+    return start_sim(
         clock=lambda: T0,
         accounts=[
             {
@@ -42,8 +43,6 @@ def sim() -> Iterator[SimulatorHandle]:
             },
         ],
     )
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
@@ -142,18 +141,15 @@ def test_a_debit_is_found_by_its_reference_across_pages(
     assert len(client.payments(None, T0 - DAY, T0 + DAY, "credit")) == 1
 
 
-def test_an_https_url_is_spoken_with_tls() -> None:
+def test_an_https_url_is_spoken_with_tls(start_sim: Callable[..., SimulatorHandle]) -> None:
     """TLS comes from requests: an https URL to a plain-HTTP port fails as transport."""
-    sim = start_simulator()
-    try:
-        port = sim.url.rsplit(":", 1)[1]
-        tls = SippyClient(f"https://127.0.0.1:{port}/xmlapi/xmlapi", "smsledger", "secret", 2)
-        with pytest.raises(SippyUnreachable):
-            tls.list_accounts()
-        assert tls.debit(1001, usd("1"), "r", T0).status == "unknown"
-        assert sim.state.payments() == []
-    finally:
-        sim.stop()
+    sim = start_sim()
+    port = sim.url.rsplit(":", 1)[1]
+    tls = SippyClient(f"https://127.0.0.1:{port}/xmlapi/xmlapi", "smsledger", "secret", 2)
+    with pytest.raises(SippyUnreachable):
+        tls.list_accounts()
+    assert tls.debit(1001, usd("1"), "r", T0).status == "unknown"
+    assert sim.state.payments() == []
 
 
 def test_sippy_dates_are_english_utc_whatever_the_locale() -> None:

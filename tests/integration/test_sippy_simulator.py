@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +20,7 @@ import pytest
 import requests
 from requests.auth import HTTPDigestAuth
 
-from sippy_simulator.server import SimulatorHandle, load_accounts, start_simulator
+from sippy_simulator.server import SimulatorHandle, load_accounts
 from sippy_simulator.switch import (
     FAULT_BAD_PARAMETER,
     FAULT_BLOCKED,
@@ -35,18 +35,9 @@ from sippy_simulator.switch import (
     format_sippy_time,
     parse_sippy_time,
 )
+from tests.conftest import Clock
 
 T0 = datetime(2009, 11, 18, 9, 57, 29, tzinfo=UTC)
-
-
-class Clock:
-    """A clock a test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Client:
@@ -75,14 +66,8 @@ class Client:
 
 @pytest.fixture
 def clock() -> Clock:
+    """The clock of the simulator (`sim`, in tests.conftest): T0, moved by hand."""
     return Clock(T0)
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Iterator[SimulatorHandle]:
-    handle = start_simulator(clock=clock)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
@@ -149,10 +134,12 @@ def test_a_forged_digest_response_is_refused(sim: SimulatorHandle) -> None:
         assert answer.status_code == 401
 
 
-def test_without_digest_a_plain_xmlrpc_client_is_answered() -> None:
-    with start_simulator(digest=False) as sim:
-        with xmlrpc.client.ServerProxy(sim.xmlapi_url, allow_none=True) as proxy:
-            info: Any = proxy.getAccountInfo({"i_account": 1001})
+def test_without_digest_a_plain_xmlrpc_client_is_answered(
+    start_sim: Callable[..., SimulatorHandle],
+) -> None:
+    sim = start_sim(digest=False)
+    with xmlrpc.client.ServerProxy(sim.xmlapi_url, allow_none=True) as proxy:
+        info: Any = proxy.getAccountInfo({"i_account": 1001})
     assert info["username"] == "demo1001"
 
 
@@ -296,11 +283,13 @@ def test_strict_credit_refuses_a_debit_past_the_limit(sim: SimulatorHandle, clie
     assert sim.state.balance(1001) == Decimal("-5.00")
 
 
-def test_without_strict_credit_a_debit_may_pass_the_limit() -> None:
-    with start_simulator(digest=False, strict_credit=False) as sim:
-        with xmlrpc.client.ServerProxy(sim.xmlapi_url) as proxy:
-            proxy.accountDebit(charge(1001, 150.0))
-        assert sim.state.balance(1001) == Decimal("-50.00")
+def test_without_strict_credit_a_debit_may_pass_the_limit(
+    start_sim: Callable[..., SimulatorHandle],
+) -> None:
+    sim = start_sim(digest=False, strict_credit=False)
+    with xmlrpc.client.ServerProxy(sim.xmlapi_url) as proxy:
+        proxy.accountDebit(charge(1001, 150.0))
+    assert sim.state.balance(1001) == Decimal("-50.00")
 
 
 def test_a_blocked_account_refuses_debits_but_takes_credits(

@@ -7,7 +7,6 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,36 +18,30 @@ from billing.errors import InvalidUsage, UnknownCustomer
 from billing.settings import BillingDefaults, put_settings
 from billing.tables import close_requests, customers, notifications, usage_counters
 from billing.usage.ingestion import UsageResult, ingest_usage, validate_events
-from billing.usage.rate_sheets import add_rates, parse_rate, parse_sheet
+from billing.usage.rate_sheets import add_rates, parse_rate
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.errors import IdempotencyConflict
 from ledger.tables import accounts, transfers
 from tests.conftest import NOW
+from tests.scenarios import load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
-SAMPLE_RATES = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
 DEFAULTS = BillingDefaults()
 
 
 @pytest.fixture
 def rated(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    with unit_of_work(sessions) as session:
-        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), NOW)
-    return sessions
+    return load_rates(sessions, NOW)
 
 
-def event(message_id: str, user: str = "42", **extra: Any) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "user_id": user,
-        "destination": "+447400123456",
-        "segments": 1,
-        "sent_at": "2026-11-24T10:00:00Z",
-        **extra,
-    }
+def event(
+    message_id: str, user: str = "42", *, sent_at: str = "2026-11-24T10:00:00Z", **extra: Any
+) -> dict[str, Any]:
+    """An SMS, by default sent on the morning of NOW's day."""
+    return sms(message_id, sent_at, user=user, **extra)
 
 
 def post(

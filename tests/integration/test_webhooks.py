@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.customers import create_customer
+from billing.notifications.delivery_runner import deliver_due
 from billing.notifications.store import store_notifications
 from billing.notifications.webhooks import (
     DELIVERY_BACKOFF,
     SIGNATURE_HEADER,
-    deliver_due,
     deliveries_of,
     post_with_requests,
     verify_signature,

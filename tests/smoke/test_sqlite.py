@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import requests
 import sqlalchemy as sa
 
 from billing.chart import ensure_chart
+from infra.config import Config
 from ledger import db
 from ledger.balances import account_balance, trial_balance
 from ledger.checks import check_ledger
@@ -23,7 +25,10 @@ from ledger.db import make_engine, make_session_factory, unit_of_work
 from ledger.errors import BalanceLimitExceeded, IdempotencyConflict, ImmutableTransfer
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entries, post_entry, reverse_transfer
-from tests.conftest import NOW, Clock, build_app
+from sippy_simulator.server import SimulatorHandle
+from tests.client import ApiClient
+from tests.conftest import NOW
+from tests.scenarios import SAMPLE_RATES, sms
 
 
 def usage(key: str, micros: int = 7_500) -> EntryRequest:
@@ -74,12 +79,11 @@ def test_raw_sql_breaking_a_rule_is_refused_by_name_on_sqlite(sqlite_url: str) -
     engine.dispose()
 
 
-def test_the_api_answers_on_sqlite(sqlite_url: str) -> None:
-    app, keys = build_app(sqlite_url, Clock())
-    with unit_of_work(app.extensions["smsledger"].sessions) as session:  # type: ignore[attr-defined]
+def test_the_api_answers_on_sqlite(make_api: Callable[..., ApiClient], sqlite_url: str) -> None:
+    api = make_api(Config(database_url=sqlite_url))
+    with unit_of_work(api.sessions) as session:
         ensure_chart(session, "42", "USD", NOW)
-    client = app.test_client()  # type: ignore[attr-defined]
-    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    admin = api.as_role("admin")
     entry = {
         "idempotency_key": "adj-1",
         "kind": "adjustment",
@@ -91,11 +95,10 @@ def test_the_api_answers_on_sqlite(sqlite_url: str) -> None:
             }
         ],
     }
-    assert client.post("/api/ledger/transfers", json=entry, headers=headers).status_code == 201
-    assert client.post("/api/ledger/transfers", json=entry, headers=headers).status_code == 200
-    trial = client.get("/api/ledger/trial-balance", headers=headers).json
+    assert admin.post("/api/ledger/transfers", entry).status_code == 201
+    assert admin.post("/api/ledger/transfers", entry).status_code == 200
+    trial = admin.get("/api/ledger/trial-balance").json
     assert trial["currencies"]["USD"] == {"debits": "1.50", "credits": "1.50", "balanced": True}
-    app.extensions["smsledger"].engine.dispose()  # type: ignore[attr-defined]
 
 
 def _free_port() -> int:
@@ -136,30 +139,26 @@ def test_smsledger_serve_runs_the_api_on_a_fresh_directory(tmp_path: Path) -> No
         server.stdout.close()  # type: ignore[union-attr]
 
 
-def test_usage_and_the_check_work_on_sqlite(sqlite_url: str) -> None:
-    app, keys = build_app(sqlite_url, Clock())
-    runner = app.test_cli_runner()
-    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
-    assert runner.invoke(args=["rates", "import", str(sheet)]).exit_code == 0
-    client = app.test_client()
-    headers = {"Authorization": f"Bearer {keys['service']}"}
+def test_usage_and_the_check_work_on_sqlite(
+    make_api: Callable[..., ApiClient], sqlite_url: str
+) -> None:
+    api = make_api(Config(database_url=sqlite_url))
+    runner = api.app.test_cli_runner()
+    assert runner.invoke(args=["rates", "import", str(SAMPLE_RATES)]).exit_code == 0
+    service = api.as_role("service")
     event = {"message_id": "m1", "user_id": "42", "destination": "+447400123456", "segments": 1}
     batch = {"events": [event, {**event, "message_id": "m2", "destination": "+12025550123"}]}
-    assert client.post("/api/usage", json=batch, headers=headers).status_code == 201
-    assert client.post("/api/usage", json=event, headers=headers).status_code == 200
-    check = client.post(
-        "/api/usage/check", json={"user_id": "42", "message_count": 1}, headers=headers
-    ).json
+    assert service.post("/api/usage", batch).status_code == 201
+    assert service.post("/api/usage", event).status_code == 200
+    check = service.post("/api/usage/check", {"user_id": "42", "message_count": 1}).json
     assert check["allowed"] is True and check["unbilled"] == "0.013"
-    app.extensions["smsledger"].engine.dispose()
 
 
 def test_cli_commands_work_on_a_fresh_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     smsledger = str(Path(sys.executable).parent / "smsledger")
-    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
     imported = subprocess.run(
-        [smsledger, "rates", "import", str(sheet)],
+        [smsledger, "rates", "import", str(SAMPLE_RATES)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -193,22 +192,10 @@ def test_a_daily_close_works_on_sqlite(sqlite_url: str) -> None:
 
     engine = make_engine(sqlite_url)
     sessions = make_session_factory(engine)
-    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
     posted_at = datetime(2026, 11, 24, 1, tzinfo=UTC)
-    events = validate_events(
-        [
-            {
-                "message_id": f"m{n}",
-                "user_id": "42",
-                "destination": "+447400123456",
-                "segments": 1,
-                "sent_at": f"2026-11-23T1{n}:00:00Z",
-            }
-            for n in range(3)
-        ]
-    )
+    events = validate_events([sms(f"m{n}", f"2026-11-23T1{n}:00:00Z") for n in range(3)])
     with unit_of_work(sessions) as session:
-        add_rates(session, parse_sheet(sheet.read_text()), posted_at)
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), posted_at)
         ingest_usage(session, events, posted_at, BillingDefaults())
     with unit_of_work(sessions) as session:
         summary = close_periods(
@@ -224,7 +211,9 @@ def test_a_daily_close_works_on_sqlite(sqlite_url: str) -> None:
     engine.dispose()
 
 
-def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) -> None:
+def test_the_embedded_scheduler_closes_and_charges_on_sqlite(
+    sqlite_url: str, start_sim: Callable[..., SimulatorHandle]
+) -> None:
     """One tick of the in-process scheduler: the daily close, then the charge through the
     simulator, then the "invoice issued"/"paid" notifications kept for the user."""
     from datetime import UTC, datetime
@@ -239,39 +228,26 @@ def test_the_embedded_scheduler_closes_and_charges_on_sqlite(sqlite_url: str) ->
     from jobs.embedded import EmbeddedScheduler
     from reconciliation.runs import reconcile
     from reconciliation.statements import fetch_statement
-    from sippy_simulator.server import start_simulator
 
     sessions = make_session_factory(make_engine(sqlite_url))
     now = datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC)
-    sheet = Path(__file__).resolve().parents[2] / "examples" / "rates.csv"
-    event = {
-        "message_id": "m1",
-        "user_id": "42",
-        "destination": "+447400123456",
-        "segments": 1,
-        "sent_at": "2026-11-23T10:00:00Z",
-    }
+    event = sms("m1", "2026-11-23T10:00:00Z")
     with unit_of_work(sessions) as session:
-        add_rates(session, parse_sheet(sheet.read_text()), now)
+        add_rates(session, parse_sheet(SAMPLE_RATES.read_text()), now)
         create_customer(session, "42", "USD", now, sippy_account_id="1001")
         ingest_usage(session, validate_events([event]), now, BillingDefaults())
-    sim = start_simulator(clock=lambda: now)
-    try:
-        gateway = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
-        context.configure(
-            context.JobContext(sessions, lambda: now, BillingDefaults(), gateway=gateway)
-        )
-        EmbeddedScheduler(lambda: now).tick()
-        with unit_of_work(sessions) as session:
-            status = session.execute(sa.select(invoices.c.status)).scalar_one()
-            kinds = session.execute(sa.select(notifications.c.kind)).scalars().all()
-        assert status == "paid" and sorted(kinds) == ["invoice_issued", "invoice_paid"]
-        assert len(sim.state.payments(1001)) == 1
-        # ... and reconciling the day against the simulator's statement finds them equal.
-        start, end = datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
-        statement = fetch_statement(gateway, start, end)
-        with unit_of_work(sessions) as session:
-            run = reconcile(session, statement, "sippy", start, end, "smoke", now)
-        assert run.status == "reconciled" and run.totals["matched"] == 1
-    finally:
-        sim.stop()
+    sim = start_sim(clock=lambda: now)
+    gateway = SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5)
+    context.configure(context.JobContext(sessions, lambda: now, BillingDefaults(), gateway=gateway))
+    EmbeddedScheduler(lambda: now).tick()
+    with unit_of_work(sessions) as session:
+        status = session.execute(sa.select(invoices.c.status)).scalar_one()
+        kinds = session.execute(sa.select(notifications.c.kind)).scalars().all()
+    assert status == "paid" and sorted(kinds) == ["invoice_issued", "invoice_paid"]
+    assert len(sim.state.payments(1001)) == 1
+    # ... and reconciling the day against the simulator's statement finds them equal.
+    start, end = datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
+    statement = fetch_statement(gateway, start, end)
+    with unit_of_work(sessions) as session:
+        run = reconcile(session, statement, "sippy", start, end, "smoke", now)
+    assert run.status == "reconciled" and run.totals["matched"] == 1

@@ -42,3 +42,23 @@ def test_the_environment_overrides_each_default() -> None:
 def test_unreadable_settings_are_refused_at_start(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Config.from_environ(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SMS_BILLING_AUTO_PROCESS", "maybe", "expected true or false"),
+        ("SMS_BILLING_RETRY_BACKOFF_MINUTES", "60,soon", "comma-separated integers"),
+        ("SMS_BILLING_RETRY_BACKOFF_MINUTES", "60,-5", "non-negative integers"),
+        ("SIPPY_TERMINAL_FAULT_CODES", "402;403", "comma-separated integers"),
+    ],
+)
+def test_a_malformed_setting_is_refused_by_name(name: str, value: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says) as refused:
+        Config.from_environ({name: value})
+    assert name in str(refused.value)
+
+
+def test_lists_of_integers_are_read_in_order() -> None:
+    config = Config.from_environ({"SMS_BILLING_RETRY_BACKOFF_MINUTES": " 5,10,20 "})
+    assert config.retry_backoff_minutes == (5, 10, 20)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.errors import InvalidAmount, InvalidCurrency
+from ledger.errors import InvalidAmount, InvalidCurrency, TooManyDecimals
 from ledger.money import MAX_MICROS, Money, format_micros, parse_micros
 
 
@@ -40,6 +40,20 @@ def test_json_numbers_arrive_as_decimals_and_parse_exactly() -> None:
 def test_malformed_or_too_precise_amounts_are_refused(bad: str) -> None:
     with pytest.raises(InvalidAmount):
         parse_micros(bad)
+
+
+@pytest.mark.parametrize("bad", ["1.0000001", "0.00000001", Decimal("1.00000001"), "1e-7"])
+def test_too_many_decimals_has_its_own_type(bad: object) -> None:
+    with pytest.raises(TooManyDecimals) as raised:
+        parse_micros(bad)
+    assert isinstance(raised.value, InvalidAmount)  # every `except InvalidAmount` still holds
+
+
+@pytest.mark.parametrize("bad", ["abc", "decimal places", "NaN", 0.1, True, "1e20"])
+def test_other_bad_amounts_are_not_too_many_decimals(bad: object) -> None:
+    with pytest.raises(InvalidAmount) as raised:
+        parse_micros(bad)
+    assert not isinstance(raised.value, TooManyDecimals)
 
 
 @pytest.mark.parametrize("bad", [0.1, True, None, [1], {"a": 1}])
