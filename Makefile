@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint format install system-deps clean
+.PHONY: run test test-faults check lint format install system-deps clean
 
 ## run: the API on the embedded default (SQLite under ./var/, migrations applied on start)
 run: install
@@ -14,6 +14,10 @@ run: install
 test: install system-deps
 	$(MAKE) --no-print-directory check
 	$(BIN)/pytest --cov --cov-report=term
+
+## test-faults: only the fault-injection tests (also part of `make test`)
+test-faults: install system-deps
+	$(BIN)/pytest -m faults
 
 check:
 	$(BIN)/ruff check .
