@@ -22,6 +22,7 @@ from api import (
     settings,
     stats,
     usage,
+    usage_voids,
     user,
 )
 from api.jsonio import ExactJSONProvider
@@ -108,6 +109,7 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(health.blp)
     api.register_blueprint(ledger.blp)
     api.register_blueprint(usage.blp)
+    api.register_blueprint(usage_voids.blp)
     api.register_blueprint(rates.blp)
     api.register_blueprint(settings.blp)
     api.register_blueprint(cron.blp)

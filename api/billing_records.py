@@ -65,6 +65,16 @@ class RecordOut(Schema):
     created_at = fields.String()
 
 
+class ActionOut(RecordOut):
+    dispatch = fields.String(
+        metadata={
+            "enum": ["dispatched", "deferred", "none"],
+            "description": "whether a charge the action made due was handed to a worker now;"
+            " `deferred`: the next sweep charges it",
+        }
+    )
+
+
 class LineOut(Schema):
     country = fields.String(allow_none=True)
     prefix = fields.String(allow_none=True)
@@ -196,11 +206,14 @@ def read_record(billing_id: uuid.UUID) -> dict[str, Any]:
 @blp.route("", methods=["POST"])
 @requires("admin")
 @blp.arguments(ActionIn)
-@blp.response(200, RecordOut)
+@blp.response(200, ActionOut)
 def record_action(body: dict[str, Any]) -> dict[str, Any]:
     """`{"billingId": …}` processes a pending billing now (`action`: process, approve, retry,
+    refund (a paid one),
     cancel)."""
     defaults = runtime().config.billing
-    row = transaction(lambda s: act(s, body["billing_id"], body["action"], now(), defaults))
-    dispatch_charges_now()
-    return present_record(row)
+    action = body["action"]
+    row = transaction(lambda s: act(s, body["billing_id"], action, now(), defaults, "api:admin"))
+    queued = action == "refund" or row.next_retry_at is not None
+    dispatch = dispatch_charges_now() if queued else "none"
+    return {**present_record(row), "dispatch": dispatch}

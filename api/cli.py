@@ -21,7 +21,7 @@ from billing.access.api_keys import create_key, first_admin_key
 from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidRate
-from billing.instants import parse_instant
+from billing.instants import parse_bound
 from billing.invoicing.cycle_runner import run_cycle
 from billing.onboarding.legacy import migrate_legacy, parse_legacy
 from billing.settings import FREQUENCIES
@@ -179,10 +179,12 @@ def reconcile_command(
     when reconciled, 1 when differences remain."""
     ready()
     state = runtime()
-    start_at, end_at = parse_instant(start), parse_instant(end)
+    start_at, end_at = parse_bound(start), parse_bound(end)
     if start_at is None or end_at is None or end_at <= start_at:
         click.echo(
-            "--from and --to must be RFC 3339 instants with offsets, --to after --from", err=True
+            "--from and --to must be dates (YYYY-MM-DD, midnight UTC) or RFC 3339 instants with"
+            " offsets, --to after --from",
+            err=True,
         )
         sys.exit(2)
     columns = dict(pair.split("=", 1) for pair in mapping if "=" in pair)
@@ -298,16 +300,17 @@ def worker(burst: bool) -> None:
 @with_appcontext
 @click.option("--burst", is_flag=True, help="enqueue what is due once, then exit")
 def scheduler(burst: bool) -> None:
-    """(Re)register the schedules and run rq-scheduler (run exactly one)."""
-    from rq_scheduler import Scheduler
+    """(Re)register the schedules and run rq-scheduler (run exactly one). Survives Redis
+    outages and registers vanished schedules again (`jobs.scheduler_loop`)."""
+    from jobs.scheduler_loop import SchedulerLoop
 
-    from jobs.schedule import register
-
-    connection = _redis()
-    rq_scheduler = Scheduler(queue_name="billing", connection=connection)
-    ids = register(rq_scheduler)
-    click.echo(f"schedules registered: {', '.join(ids)}", err=True)
-    rq_scheduler.run(burst=burst)
+    loop = SchedulerLoop.on(_redis())
+    if burst:
+        ids = loop.run_once()
+        done = f"schedules registered: {', '.join(ids)}" if ids else "another scheduler runs"
+        click.echo(done, err=True)
+        return
+    loop.run()
 
 
 @click.command("serve")

@@ -32,6 +32,13 @@ class CycleOut(Schema):
     skipped = fields.Integer()
     errors = fields.Integer()
     duration_ms = fields.Integer()
+    dispatch = fields.String(
+        metadata={
+            "enum": ["dispatched", "deferred", "none"],
+            "description": "whether the new charges were handed to a worker now; `deferred`:"
+            " the next sweep (within a minute of the job queue being reachable) charges them",
+        }
+    )
 
 
 def requires_cron_secret(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,6 +63,5 @@ def process(query: dict[str, Any]) -> dict[str, Any]:
     """Run a billing cycle now and answer its summary."""
     state = runtime()
     summary, duration_ms = run_cycle(state.sessions, query["type"], now(), state.config.billing)
-    if summary.charges_enqueued:
-        dispatch_charges_now()
-    return summary.report(duration_ms)
+    dispatch = dispatch_charges_now() if summary.charges_enqueued else "none"
+    return {**summary.report(duration_ms), "dispatch": dispatch}

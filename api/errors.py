@@ -8,10 +8,13 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from billing import errors as billing_errors
 from ledger import errors as ledger_errors
+from ledger.db import is_outage
 from reconciliation import errors as reconciliation_errors
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,10 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (ledger_errors.AlreadyReversed, 409, "already_reversed"),
     (ledger_errors.ImmutableTransfer, 409, "immutable_transfer"),
     (ledger_errors.RetryableConflict, 503, "busy_retry"),
+    (ledger_errors.DatabaseUnavailable, 503, "database_unavailable"),
     (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),
+    (billing_errors.BillingOwnedTransfer, 409, "billing_owned_transfer"),
+    (billing_errors.UnknownUsage, 404, "usage_not_found"),
     (billing_errors.InvalidUsage, 422, "validation_failed"),
     (billing_errors.CustomerNotFound, 404, "customer_not_found"),
     (billing_errors.CustomerExists, 409, "customer_exists"),
@@ -52,9 +58,19 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (reconciliation_errors.InvalidStatement, 422, "invalid_statement"),
     (reconciliation_errors.UnknownRun, 404, "run_not_found"),
     (reconciliation_errors.ItemNotResolvable, 409, "not_resolvable"),
+    (reconciliation_errors.SippyNotConfigured, 503, "sippy_not_configured"),
     (reconciliation_errors.SippyStatementUnavailable, 503, "sippy_unavailable"),
     (ledger_errors.LedgerError, 422, "invalid_request"),
 ]
+
+RETRY_AFTER_SECONDS = "1"
+"""Every 503 says when to try again (SPEC §7: an outage is a 503 with `Retry-After`), except
+the `NOT_RETRYABLE` ones."""
+
+NOT_RETRYABLE: tuple[type[ledger_errors.LedgerError], ...] = (
+    reconciliation_errors.SippyNotConfigured,
+)
+"""503s that no retry can satisfy (a configuration gap): answered without `Retry-After`."""
 
 HTTP_CODES = {
     400: "bad_request",
@@ -115,10 +131,21 @@ def _domain_error(error: ledger_errors.LedgerError) -> ResponseReturnValue:
     for cls, status, code in DOMAIN_ERRORS:
         if isinstance(error, cls):
             response = envelope(status, code, error.message, error.details)
-            if status == 503:
-                response.headers["Retry-After"] = "1"
+            if status == 503 and not isinstance(error, NOT_RETRYABLE):
+                response.headers["Retry-After"] = RETRY_AFTER_SECONDS
             return response
     raise AssertionError("LedgerError is in the table")
+
+
+def _database_error(error: DBAPIError) -> ResponseReturnValue:
+    """A database error that left no unit of work (which translates its own): an outage is
+    still a 503 `database_unavailable`, anything else is unexpected."""
+    if not is_outage(error):
+        return _unexpected(error)
+    log.warning("database unavailable", extra={"reason": type(error.orig).__name__})
+    return _domain_error(
+        ledger_errors.DatabaseUnavailable("The database is unavailable. Try again shortly.")
+    )
 
 
 def _api_error(error: ApiError) -> ResponseReturnValue:
@@ -146,7 +173,19 @@ def http_error(error: HTTPException) -> ResponseReturnValue:
     if status >= 500:
         log.error("http error %s", status)
         return envelope(status, "internal_error", "The server could not complete the request.")
-    return envelope(status, HTTP_CODES.get(status, "http_error"), error.description or error.name)
+    response = envelope(
+        status, HTTP_CODES.get(status, "http_error"), error.description or error.name
+    )
+    return _keep_headers(response, error)
+
+
+def _keep_headers(response: Response, error: HTTPException) -> Response:
+    """The error's own headers survive the envelope (a 405's `Allow`, a 401's
+    `WWW-Authenticate`); only its HTML content type is replaced."""
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def _unexpected(error: Exception) -> ResponseReturnValue:
@@ -154,8 +193,19 @@ def _unexpected(error: Exception) -> ResponseReturnValue:
     return envelope(500, "internal_error", "The server could not complete the request.")
 
 
+def _pool_exhausted(error: PoolTimeout) -> ResponseReturnValue:
+    """Every pooled connection stayed busy past the pool's timeout: overload, not a fault of
+    the request; the client may retry shortly."""
+    log.warning("database pool exhausted", extra={"reason": str(error)})
+    response = envelope(503, "busy_retry", "The server is busy; retry shortly.")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(ledger_errors.LedgerError, _domain_error)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(PoolTimeout, _pool_exhausted)
     app.register_error_handler(Exception, _unexpected)

@@ -7,6 +7,10 @@ events to the process's committer thread and waits; the committer takes everythi
 idempotency conflict, an unpriceable destination, an unknown user) is answered with its own
 error and taken out, and the rest of the group is retried without it, so every request gets
 exactly the answer it would have had alone, and a refused request still leaves no trace.
+
+When the database fails the group (an outage: `DatabaseUnavailable`, after the unit of work's
+one safe retry), every waiting request hears that error and answers 503; the committer thread
+lives on and takes the next group, which reconnects.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from billing.errors import InvalidUsage, UnknownCustomer
 from billing.usage.ingestion import UsageEvent, UsageResult
-from ledger.errors import IdempotencyConflict, LedgerError
+from ledger.errors import DatabaseUnavailable, IdempotencyConflict, LedgerError
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,24 @@ class GroupCommitter:
         self._lock = threading.Lock()
 
     def submit(self, events: Sequence[UsageEvent]) -> list[UsageResult]:
-        """Ingest `events` as part of a group; raises what ingesting them alone would."""
+        """Ingest `events` as part of a group; raises what ingesting them alone would.
+
+        Raises: DatabaseUnavailable (`may_have_committed`) when no answer came in
+        `WAIT_SECONDS`: the group may still commit, so only the client's retry with the same
+        `message_id` can tell.
+        """
         self._ensure_thread()
         request = _Request(events)
         self._queue.put(request)
-        return request.future.result(timeout=WAIT_SECONDS)
+        try:
+            return request.future.result(timeout=WAIT_SECONDS)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                "The usage was not committed in time and may still be applied. Retry it with "
+                "the same message_id.",
+                may_have_committed=True,
+                cause=f"no answer from the group committer in {WAIT_SECONDS} s",
+            ) from None
 
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
@@ -70,16 +87,25 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while True:
-            group = [self._queue.get()]
-            size = len(group[0].events)
-            while size < MAX_GROUP_EVENTS:
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                group.append(request)
-                size += len(request.events)
-            self._commit(group)
+            group = self._next_group()
+            try:
+                self._commit(group)
+            except Exception as error:  # the thread must outlive any group, or later posts hang
+                log.exception("usage group commit failed")
+                _fail(group, error)
+
+    def _next_group(self) -> list[_Request]:
+        """Wait for one request, then take whatever else is waiting, up to the group size."""
+        group = [self._queue.get()]
+        size = len(group[0].events)
+        while size < MAX_GROUP_EVENTS:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            group.append(request)
+            size += len(request.events)
+        return group
 
     def _commit(self, group: list[_Request]) -> None:
         while group:

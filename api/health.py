@@ -20,12 +20,21 @@ def healthz() -> tuple[dict[str, str], int]:
 @blp.route("/readyz")
 @blp.doc(
     responses={
-        "200": {"description": "`{status, checks}`: database (and Redis) answer"},
-        "503": {"description": "a dependency does not answer; `checks` names it"},
+        "200": {
+            "description": "`{status, checks}`: the database answers; with `REDIS_URL`, Redis"
+            " answers and holds every schedule"
+        },
+        "503": {
+            "description": "a dependency does not answer, or schedules are missing"
+            " (`schedules`: `missing: <ids>`, `unknown` while Redis does not answer);"
+            " `checks` names it"
+        },
     }
 )
 def readyz() -> tuple[dict[str, object], int]:
-    """The database answers, and Redis when jobs run on it (`REDIS_URL`)."""
+    """The database answers, and, when jobs run on Redis (`REDIS_URL`), Redis answers and
+    holds every schedule (a Redis restarted empty has none until the scheduler puts them
+    back)."""
     checks: dict[str, str] = {}
     state = runtime()
     try:
@@ -38,12 +47,18 @@ def readyz() -> tuple[dict[str, object], int]:
         from redis import Redis
         from redis.exceptions import RedisError
 
+        from jobs.schedule import missing_schedules
+
+        client = Redis.from_url(state.config.redis_url, socket_timeout=1)
         try:
-            client = Redis.from_url(state.config.redis_url, socket_timeout=1)
             client.ping()
-            client.close()
             checks["redis"] = "ok"
+            missing = missing_schedules(client)
+            checks["schedules"] = f"missing: {', '.join(missing)}" if missing else "ok"
         except RedisError:
             checks["redis"] = "unavailable"
+            checks["schedules"] = "unknown"
+        finally:
+            client.close()
     ready = all(v == "ok" for v in checks.values())
     return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503

@@ -19,7 +19,7 @@ from billing import journal
 from ledger.balances import account_balance, list_balances, statement, trial_balance
 from ledger.errors import UnknownAccount
 from ledger.model import MAX_KEY_LENGTH, Balance, EntryRequest, Kind, Leg, PostResult, Transfer
-from ledger.posting import get_transfer, reverse_transfer
+from ledger.posting import get_transfer
 
 blp = Blueprint("ledger", __name__, url_prefix="/api/ledger", description="Double-entry ledger")
 
@@ -319,9 +319,11 @@ def read_transfer(transfer_id: uuid.UUID) -> dict[str, Any]:
 @blp.response(201, EntryOut)
 @blp.alt_response(200, schema=EntryOut, description="a replay of an earlier identical reversal")
 def reverse(body: dict[str, Any], transfer_id: uuid.UUID) -> tuple[dict[str, Any], int]:
-    """Reverse a posted transfer; idempotent by `idempotency_key`, at most once per transfer."""
+    """Reverse a manual entry; idempotent by `idempotency_key`, at most once per transfer.
+    Billing's own transfers (usage, invoice, rounding, settlement) are refused with 409
+    `billing_owned_transfer` naming the action that undoes them (void, cancel, refund)."""
     result = transaction(
-        lambda s: reverse_transfer(
+        lambda s: journal.reverse_manual_entry(
             s, transfer_id, body["idempotency_key"], now(), body.get("description")
         )
     )

@@ -17,7 +17,7 @@ from api.fields import Instant, time_text
 from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from jobs.context import sippy_client
-from reconciliation.errors import SippyStatementUnavailable
+from reconciliation.errors import SippyNotConfigured
 from reconciliation.proposals import resolve
 from reconciliation.report import as_csv, as_html, present_item
 from reconciliation.runs import (
@@ -179,7 +179,7 @@ def create_run() -> dict[str, Any]:
     else:
         client = sippy_client(runtime().config)
         if client is None:
-            raise SippyStatementUnavailable("SIPPY_URL is not set: upload a statement instead")
+            raise SippyNotConfigured("SIPPY_URL is not set: upload a statement instead")
         statement = fetch_statement(client, body["start"], body["end"])
     window = body["window_minutes"] * 60
     source, start, end = body["source"], body["start"], body["end"]

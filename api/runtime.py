@@ -3,6 +3,7 @@ a request runs one unit of work."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from infra.config import Config
 from ledger.db import run_in_transaction
 
 T = TypeVar("T")
+
+log = logging.getLogger("smsledger.api")
 
 
 @dataclass
@@ -33,16 +36,31 @@ def runtime() -> Runtime:
 
 
 def transaction(work: Callable[[Session], T]) -> T:
-    """Run `work` as this request's unit of work (retried whole on deadlock)."""
+    """Run `work` as this request's unit of work (retried whole on deadlock, and once on a
+    database outage that struck before COMMIT; `DatabaseUnavailable` answers 503 otherwise)."""
     return run_in_transaction(runtime().sessions, work)
 
 
-def dispatch_charges_now() -> None:
+def dispatch_charges_now() -> str:
     """After a commit that made a charge due: have it dispatched at once instead of at the
-    next sweep (RQ: a dispatch job; embedded: wake the in-process scheduler)."""
+    next sweep (RQ: a dispatch job; embedded: wake the in-process scheduler).
+
+    Best-effort, because the commit already happened: the outbox row and the due sweep are the
+    guarantee (DESIGN "Jobs and time"). A kick that fails (Redis down) is logged and the answer
+    says "deferred": the charge waits for the sweep that runs once Redis is back. Never raises.
+    """
     kick = runtime().extras.get("dispatch_charges")
-    if kick is not None:
+    if kick is None:
+        return "deferred"
+    try:
         kick()
+    except Exception as error:  # any failure of the hand-off; the sweep catches up
+        log.warning(
+            "Charge dispatch deferred to the next sweep",
+            extra={"reason": f"{type(error).__name__}: {error}"},
+        )
+        return "deferred"
+    return "dispatched"
 
 
 def now() -> datetime:

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from api.auth import requires
 from api.blueprint import Blueprint, read_json
-from api.errors import ApiError
+from api.errors import RETRY_AFTER_SECONDS, ApiError
 from api.fields import money_text
 from api.group_commit import GroupCommitter
 from api.runtime import now, runtime, transaction
@@ -35,7 +35,7 @@ from billing.usage.ingestion import UsageEvent, UsageResult, ingest_usage, valid
 from billing.usage.presend import Decision, check_send, parse_check
 from infra.metrics import USAGE_EVENTS
 from ledger.db import run_in_transaction
-from ledger.errors import LedgerError
+from ledger.errors import DatabaseUnavailable, LedgerError
 
 log = logging.getLogger(__name__)
 
@@ -133,31 +133,41 @@ def _committer() -> GroupCommitter:
 
 def fail_open(view: Callable[..., Any]) -> Callable[..., Any]:
     """If the engine itself fails, answer 503 with `"allowed": true` so a naive client sends:
-    a billing fault never blocks SMS unless a rule says block (SPEC §6)."""
+    a billing fault never blocks SMS unless a rule says block (SPEC §6). A database outage is
+    such a failure (with `Retry-After`, SPEC §7), though it arrives as a `LedgerError`."""
 
     @functools.wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
             return view(*args, **kwargs)
+        except DatabaseUnavailable:
+            log.warning("pre-send check: database unavailable; failing open")
+            response = _open_answer()
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+            return response
         except (ApiError, LedgerError, HTTPException):
             raise
         except Exception:
             log.exception("pre-send check failed; failing open")
-            response = jsonify(
-                {
-                    "error": {
-                        "code": "billing_unavailable",
-                        "message": "The billing engine could not decide; sending is allowed.",
-                        "details": {},
-                    },
-                    "allowed": True,
-                    "should_block": False,
-                }
-            )
-            response.status_code = 503
-            return response
+            return _open_answer()
 
     return guarded
+
+
+def _open_answer() -> Response:
+    response = jsonify(
+        {
+            "error": {
+                "code": "billing_unavailable",
+                "message": "The billing engine could not decide; sending is allowed.",
+                "details": {},
+            },
+            "allowed": True,
+            "should_block": False,
+        }
+    )
+    response.status_code = 503
+    return response
 
 
 def present_decision(decision: Decision) -> dict[str, Any]:

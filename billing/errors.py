@@ -18,6 +18,17 @@ class KindNotAllowed(BillingError):
     invoice, settlement, rounding) or reversal outside the reverse endpoint."""
 
 
+class BillingOwnedTransfer(BillingError):
+    """Raised when the generic ledger reversal is asked to undo a transfer billing owns (usage,
+    invoice, rounding, settlement, a cancelled invoice's write-off, a reconciliation's entry):
+    only its owner may, because the owner moves the billing state with it. The message names
+    the owner's action."""
+
+
+class UnknownUsage(BillingError):
+    """Raised when a usage event is voided that was never posted (no such `message_id`)."""
+
+
 class InvalidSettings(BillingError):
     """Raised when billing settings are inconsistent (threshold frequency without a threshold,
     a percentage outside 1-100, an unknown field)."""

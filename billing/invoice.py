@@ -27,6 +27,7 @@ class InvoiceStatus(StrEnum):
     PAID = "paid"  # settled in the ledger
     FAILED = "failed"  # the last attempt was declined; retried on schedule or by an admin
     CANCELLED = "cancelled"  # reversed in the ledger, its usage written off; final
+    REFUNDED = "refunded"  # paid, then credited back in Sippy and undone in the ledger; final
 
 
 S = InvoiceStatus
@@ -45,9 +46,11 @@ MOVES: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
     S.PROCESSING: frozenset({S.PAID, S.FAILED}),
     # a retry's attempt, admin retry, admin cancel, a decline before any call, statement
     S.FAILED: frozenset({S.PROCESSING, S.PENDING, S.CANCELLED, S.FAILED, S.PAID}),
-    # reconciliation found no such debit in Sippy: the settlement is reversed, an admin decides
-    S.PAID: frozenset({S.FAILED}),
+    # reconciliation found no such debit in Sippy (the settlement is reversed, an admin
+    # decides), or an admin refunded it and Sippy took the credit
+    S.PAID: frozenset({S.FAILED, S.REFUNDED}),
     S.CANCELLED: frozenset(),
+    S.REFUNDED: frozenset(),
 }
 
 

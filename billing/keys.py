@@ -61,6 +61,18 @@ def legacy_usage_key(month: str, user_id: str, destination: str, country: str | 
     return f"legacy:{month}:{user_id}:{destination}:{country or ''}"
 
 
+REFUND_SETTLEMENT_PREFIX = "refund:settlement:"
+
+
+def refund_keys(invoice_id: InvoiceId) -> tuple[str, str, str]:
+    """The reversals a refund posts: of the settlement, of the invoice, of its rounding."""
+    return (
+        f"{REFUND_SETTLEMENT_PREFIX}{invoice_id}",
+        f"refund:invoice:{invoice_id}",
+        f"refund:rounding:{invoice_id}",
+    )
+
+
 def invoice_transfer_keys(invoice_id: InvoiceId, references: list[str]) -> list[tuple[Kind, str]]:
     """Every (kind, key) an invoice's transfers can carry, given its charges' references."""
     return [
@@ -69,6 +81,7 @@ def invoice_transfer_keys(invoice_id: InvoiceId, references: list[str]) -> list[
         (Kind.ROUNDING, rounding_key(invoice_id)),
         (Kind.REVERSAL, invoice_cancel_key(invoice_id)),
         (Kind.REVERSAL, rounding_cancel_key(invoice_id)),
+        *((Kind.REVERSAL, key) for key in refund_keys(invoice_id)),
         (Kind.ADJUSTMENT, write_off_key(invoice_id)),
     ]
 
@@ -77,6 +90,17 @@ def charge_reference(invoice_id: InvoiceId, attempt_id: uuid.UUID) -> str:
     """What a charge attempt carries in Sippy's payment notes: unique per attempt, so an
     unanswered charge is found again by it (decision 0013)."""
     return f"smsledger:{invoice_id}:{attempt_id}"
+
+
+def refund_reference(invoice_id: InvoiceId, attempt_id: uuid.UUID) -> str:
+    """What a refund attempt carries in Sippy's payment notes (not `smsledger:`, which names
+    charges: reconciliation reads those)."""
+    return f"smsledger-refund:{invoice_id}:{attempt_id}"
+
+
+def refund_job_key(invoice_id: InvoiceId, attempt_no: int) -> str:
+    """The outbox row asking for refund attempt `attempt_no` of an invoice."""
+    return f"refund:{invoice_id}:{attempt_no}"
 
 
 def charge_job_key(invoice_id: InvoiceId, attempt_no: int) -> str:
@@ -112,3 +136,8 @@ def approaching_threshold_notice(
             str(threshold_messages),
         ]
     )
+
+
+def void_key(message_id: str) -> str:
+    """The reversal that voids one usage event (a send that failed after it was posted)."""
+    return f"void:{message_id}"

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.keys import charge_job_key
+from billing.keys import charge_job_key, refund_job_key
 from billing.tables import outbox
 from ledger.bulk import insert_rows
 
@@ -23,6 +23,7 @@ class Topic(StrEnum):
     """What an outbox row asks for; the job that consumes it claims by topic."""
 
     CHARGE_INVOICE = "charge_invoice"
+    REFUND_INVOICE = "refund_invoice"
 
 
 class ChargeRequest(NamedTuple):
@@ -64,3 +65,14 @@ def claim_outbox(session: Session, topic: str, now: datetime, limit: int = 500) 
             .values(dispatched_at=now)
         )
     return [row.payload for row in rows]
+
+
+def queue_refund(session: Session, invoice_id: uuid.UUID, attempt_no: int, now: datetime) -> None:
+    """Ask for refund attempt `attempt_no` of an invoice after commit (once per attempt)."""
+    row = {
+        "topic": Topic.REFUND_INVOICE.value,
+        "key": refund_job_key(invoice_id, attempt_no),
+        "payload": {"invoice_id": str(invoice_id)},
+        "created_at": now,
+    }
+    insert_rows(session, outbox, [row], conflict=["key"])

@@ -109,7 +109,8 @@ invoices = sa.Table(
     sa.Column("next_retry_at", UtcDateTime, nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(
-        "status IN ('pending', 'processing', 'paid', 'failed', 'cancelled')", name="status_known"
+        "status IN ('pending', 'processing', 'paid', 'failed', 'cancelled', 'refunded')",
+        name="status_known",
     ),
     sa.UniqueConstraint("customer_id", "period_start", name="uq_invoices_customer_period"),
     sa.Index("ix_invoices_customer_status", "customer_id", "status"),
@@ -238,6 +239,37 @@ payment_attempts = sa.Table(
     ),
     sa.UniqueConstraint("invoice_id", "attempt_no", name="uq_payment_attempts_invoice_attempt"),
     sa.Index("ix_payment_attempts_status_started", "status", "started_at"),
+)
+
+# Every refund attempt of a paid invoice, recorded before Sippy's `accountCredit` is called: the
+# same discipline as charges (its reference travels in the payment notes and is looked up when
+# no answer came), so a refund is credited in Sippy exactly once.
+refund_attempts = sa.Table(
+    "refund_attempts",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("reference", sa.String(120), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("sippy_account_id", sa.String(64), nullable=True),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    # requested (by an admin, not sent yet), started (sent), then as a charge attempt ends.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(40), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("sippy_payment_id", sa.String(64), nullable=True),
+    sa.Column("requested_by", sa.String(100), nullable=True),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=True),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    sa.CheckConstraint(
+        "status IN ('requested', 'started', 'accepted', 'declined', 'unknown', 'not_applied')",
+        name="status_known",
+    ),
+    sa.UniqueConstraint("invoice_id", "attempt_no", name="uq_refund_attempts_invoice_attempt"),
+    sa.Index("ix_refund_attempts_status_started", "status", "started_at"),
 )
 
 # One row per webhook POST: the delivery log admins read when a customer says "nothing came".

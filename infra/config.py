@@ -3,6 +3,7 @@ worker). Nothing below them reads the environment."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class Config:
         log_format = env.get("LOG_FORMAT", "json").strip().lower()
         if log_format not in {"json", "text"}:
             raise ValueError(f"LOG_FORMAT={log_format!r}: expected json or text")
-        return cls(
+        config = cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL") or None,
             cron_secret=env.get("CRON_SECRET") or None,
@@ -95,4 +96,23 @@ class Config:
                 notifications_enabled=_flag(env, "SMS_BILLING_NOTIFICATION_ENABLED", True),
                 auto_create_customers=_flag(env, "SMS_BILLING_AUTO_CREATE_CUSTOMERS", True),
             ),
+        )
+        _check_grace(config)
+        return config
+
+
+def minimum_grace_s(timeout_s: float) -> int:
+    """The shortest in-flight grace accepted for a Sippy timeout: a request we gave up on may
+    still be executing at the switch for a while, so the grace must be well above the timeout
+    (decision 0013): four timeouts, and never under a minute."""
+    return max(60, math.ceil(4 * timeout_s))
+
+
+def _check_grace(config: Config) -> None:
+    floor = minimum_grace_s(config.sippy_timeout_s)
+    if config.sippy_in_flight_grace_s < floor:
+        raise ValueError(
+            f"SIPPY_IN_FLIGHT_GRACE_S={config.sippy_in_flight_grace_s} is too short for"
+            f" SIPPY_TIMEOUT_S={config.sippy_timeout_s:g}: use at least {floor} (4 timeouts, 60 s"
+            " minimum), or a charge still running at Sippy could be charged twice"
         )

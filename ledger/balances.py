@@ -241,3 +241,16 @@ def _opening_balance(session: Session, account: Account, start: datetime | None)
         ).where(accounts.c.id == account.id)
     ).one()
     return signed_balance(account.type, int(row[0]), int(row[1]))
+
+
+def lock_balance_rows(session: Session, account_ids: list[int]) -> None:
+    """Lock these accounts' cached balance rows, in account order (no deadlock between two
+    lockers), until the transaction ends. Every posting that moves one of them waits, so a
+    reader holding the lock sees all their committed transfers and no new one appears. A
+    no-op lock on SQLite, whose `BEGIN IMMEDIATE` already serialises writers."""
+    session.execute(
+        sa.select(balances.c.account_id)
+        .where(balances.c.account_id.in_(sorted(account_ids)))
+        .order_by(balances.c.account_id, balances.c.slot)
+        .with_for_update()
+    ).all()

@@ -5,7 +5,9 @@ Every request, job and CLI command opens exactly one unit of work; nothing below
 
 from __future__ import annotations
 
+import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.errors import (
     BalanceLimitExceeded,
     CurrencyMismatch,
+    DatabaseUnavailable,
     IdempotencyConflict,
     ImmutableTransfer,
     InvalidAmount,
@@ -30,6 +33,8 @@ from ledger.errors import (
 from ledger.exact_json import dump_json
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 IMMUTABLE_MARKER = "transfers_append_only"
 """Text both databases' triggers raise with, so the refusal is recognised by name."""
@@ -52,6 +57,12 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[LedgerError], str]] = {
 }
 
 _RETRYABLE_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# admin_shutdown (terminated, fast shutdown), crash_shutdown, cannot_connect_now (starting up,
+# shutting down); with class 08 (connection exception) they say the server is not there.
+_OUTAGE_PGCODES = {"57P01", "57P02", "57P03"}
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""libpq waits for ever for a server that drops packets; this long, and it is an outage."""
 
 
 def make_engine(url: str, **options: Any) -> sa.Engine:
@@ -79,12 +90,33 @@ def make_engine(url: str, **options: Any) -> sa.Engine:
 
         return engine
     # No pre-ping round trip per checkout: a connection the server dropped fails its unit of
-    # work with `connection_invalidated`, which `run_in_transaction` retries on a fresh one.
+    # work with `connection_invalidated` (the pool then replaces every connection opened before
+    # the failure), which `run_in_transaction` retries once on a fresh one.
     options.setdefault("pool_recycle", 1800)
     if url.startswith("postgresql+psycopg2") or url.startswith("postgresql://"):
         # Batched UPDATE executemany: one round trip, statements still run in list order.
         options.setdefault("executemany_mode", "values_plus_batch")
-    return sa.create_engine(url, **options)
+        if "connect_timeout" not in sa.make_url(url).query:
+            connect_args = options.setdefault("connect_args", {})
+            connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+    engine = sa.create_engine(url, **options)
+    event.listen(engine, "handle_error", _lost_connection)
+    return engine
+
+
+def _lost_connection(context: sa.engine.ExceptionContext) -> None:
+    """Have the pool drop a connection the server lost even when SQLAlchemy's list of libpq
+    messages does not know the wording: an outage by SQLSTATE or by a driver error without one
+    is a disconnect too, so no later checkout is handed the dead connection (or any other
+    connection opened before it)."""
+    error = context.sqlalchemy_exception
+    if (
+        context.connection is not None
+        and not context.is_disconnect
+        and isinstance(error, DBAPIError)
+        and is_outage(error)
+    ):
+        context.is_disconnect = True
 
 
 def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
@@ -96,26 +128,42 @@ def unit_of_work(factory: Callable[[], Session], commit: bool = True) -> Iterato
     """One transaction: commit on clean exit, roll back on any exception, always close.
     `commit=False` rolls back a clean exit too: a dry run does all the work and keeps none.
 
-    Database refusals that have a ledger meaning leave as `LedgerError`s.
+    Database refusals that have a ledger meaning leave as `LedgerError`s, an outage as
+    `DatabaseUnavailable` (with `may_have_committed` when the connection was lost during
+    COMMIT: pending changes are flushed first, so only the COMMIT itself is in flight then).
     """
     session = factory()
+    committing = False
     try:
         yield session
         if commit:
+            session.flush()
+            committing = True
             session.commit()
         else:
             session.rollback()
     except DBAPIError as error:
-        session.rollback()
-        translated = translate(error)
+        _roll_back(session)
+        translated = translate(error, during_commit=committing)
         if translated is not None:
             raise translated from error
         raise
     except BaseException:
-        session.rollback()
+        _roll_back(session)
         raise
     finally:
         session.close()
+
+
+def _roll_back(session: Session) -> None:
+    """Roll back, unless the connection is gone: then the server has discarded the
+    transaction already, and the error that brought us here is the one to report."""
+    try:
+        session.rollback()
+    except DBAPIError as error:
+        if not is_outage(error):
+            raise
+        log.warning("rollback on a lost connection skipped", extra={"reason": str(error.orig)})
 
 
 def run_in_transaction(
@@ -125,28 +173,66 @@ def run_in_transaction(
     commit: bool = True,
 ) -> T:
     """Run `work` in one unit of work, retrying the whole unit on deadlock or serialization
-    failure a bounded number of times.
+    failure a bounded number of times, and once on an outage that left nothing behind.
 
-    Raises: RetryableConflict when the attempts run out; any error `work` raises.
+    An outage before COMMIT was sent (no connection, or one lost mid-unit) rolled the unit back,
+    so running it again on a fresh connection is safe, and it rides out a dropped pooled
+    connection. A connection lost during COMMIT is never retried here: the commit may have
+    happened, and only the caller's idempotent retry can tell.
+
+    Raises: RetryableConflict when the attempts run out; DatabaseUnavailable when the database
+    is still unreachable on the retry, or was lost during COMMIT; any error `work` raises.
     """
-    for attempt in range(1, attempts + 1):
+    conflicts = 0
+    outage_retried = False
+    while True:
         try:
             with unit_of_work(factory, commit) as session:
                 return work(session)
+        except DatabaseUnavailable as outage:
+            if outage.may_have_committed or outage_retried:
+                log.warning(
+                    "database unavailable",
+                    extra={"reason": outage.cause, "may_have_committed": outage.may_have_committed},
+                )
+                raise
+            outage_retried = True
+            log.info("database unavailable; retrying once", extra={"reason": outage.cause})
+            time.sleep(random.uniform(0.02, 0.1))
         except DBAPIError as error:
             if not is_retryable(error):
                 raise
-            if attempt == attempts:
+            conflicts += 1
+            if conflicts >= attempts:
                 raise RetryableConflict(
                     "the database kept aborting this unit of work; try again"
                 ) from error
-            time.sleep(random.uniform(0.005, 0.05) * attempt)
-    raise AssertionError("unreachable")
+            time.sleep(random.uniform(0.005, 0.05) * conflicts)
+
+
+def is_outage(error: DBAPIError) -> bool:
+    """Whether `error` says the PostgreSQL server is not there (refused, shutting down,
+    starting up, terminated, closed unexpectedly, a connection SQLAlchemy invalidated), as
+    opposed to a refusal of the statement.
+
+    By SQLSTATE class 08 and 57P01-57P03, or a driver-level OperationalError or InterfaceError
+    without a SQLSTATE (libpq reports connection failures that way). Server-reported errors
+    with another SQLSTATE (deadlocks, timeouts, constraints) are not outages. SQLite never has
+    one: its "database is locked" is contention, retried by `is_retryable`.
+    """
+    if isinstance(error.orig, sqlite3.Error):
+        return False
+    if error.connection_invalidated:
+        return True
+    pgcode = getattr(error.orig, "pgcode", None)
+    if pgcode:
+        return str(pgcode).startswith("08") or pgcode in _OUTAGE_PGCODES
+    return isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError)
 
 
 def is_retryable(error: DBAPIError) -> bool:
     """Deadlocks and serialization failures on PostgreSQL; a busy database on SQLite; a
-    connection the server closed."""
+    connection the server closed (SQLite; on PostgreSQL that is an outage, see `is_outage`)."""
     if error.connection_invalidated:
         return True
     pgcode = getattr(error.orig, "pgcode", None)
@@ -170,8 +256,29 @@ def constraint_name(error: DBAPIError) -> str | None:
     return None
 
 
-def translate(error: DBAPIError, **details: Any) -> LedgerError | None:
-    """The ledger error a database refusal stands for, or None when it has no ledger meaning."""
+def translate(
+    error: DBAPIError, *, during_commit: bool = False, **details: Any
+) -> LedgerError | None:
+    """The ledger error a database refusal stands for, or None when it has no ledger meaning.
+
+    An outage is `DatabaseUnavailable`; `during_commit` says it struck while COMMIT was in
+    flight, so the unit may have been committed.
+    """
+    if is_outage(error):
+        cause = _driver_reason(error)
+        if during_commit:
+            return DatabaseUnavailable(
+                "The connection to the database was lost while committing: the request may "
+                "or may not have been applied. Retry it with the same idempotency key.",
+                may_have_committed=True,
+                cause=cause,
+                **details,
+            )
+        return DatabaseUnavailable(
+            "The database is unavailable; nothing was changed. Try again shortly.",
+            cause=cause,
+            **details,
+        )
     name = constraint_name(error)
     if name == IMMUTABLE_MARKER:
         return ImmutableTransfer("posted transfers cannot be updated or deleted", **details)
@@ -179,3 +286,11 @@ def translate(error: DBAPIError, **details: Any) -> LedgerError | None:
         cls, message = _CONSTRAINT_ERRORS[name]
         return cls(message, constraint=name, **details)
     return None
+
+
+def _driver_reason(error: DBAPIError) -> str:
+    """The driver's class and first line, e.g. "OperationalError: connection to server at …
+    failed: Connection refused": for the logs (never SQL: that is in `error`, not its `orig`)."""
+    first = next(iter(str(error.orig).strip().splitlines()), "")
+    name = type(error.orig).__name__
+    return f"{name}: {first}" if first else name

@@ -74,3 +74,31 @@ class ImmutableTransfer(LedgerError):
 class RetryableConflict(LedgerError):
     """Raised when the database aborted a unit of work for a deadlock or serialization
     failure and the bounded retries ran out."""
+
+
+class DatabaseUnavailable(LedgerError):
+    """Raised when the database cannot be reached or dropped the connection (refused, shutting
+    down, starting up, terminated by an administrator, closed unexpectedly): an outage, not a
+    refusal of this unit of work, so the caller should try again shortly.
+
+    `may_have_committed` is true when the connection was lost while COMMIT was in flight: the
+    unit's effects may or may not be durable, so only a retry that is idempotent (the same
+    `message_id` or `idempotency_key`) is safe, and the unit is never retried blindly.
+
+    `cause` is the driver's own words ("OperationalError: ... Connection refused") for the
+    logs, which `str()` includes; `message`, what a client is told, never does."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        may_have_committed: bool = False,
+        cause: str | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.may_have_committed = may_have_committed
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return self.message if self.cause is None else f"{self.message} ({self.cause})"

@@ -19,4 +19,10 @@ class ItemNotResolvable(BillingError):
 
 
 class SippyStatementUnavailable(BillingError):
-    """Raised when Sippy's statement cannot be fetched (not configured, unreachable, refused)."""
+    """Raised when Sippy's statement cannot be fetched (unreachable, refused; not configured is
+    its own `SippyNotConfigured`)."""
+
+
+class SippyNotConfigured(SippyStatementUnavailable):
+    """Raised when Sippy's statement is asked for but no Sippy is configured (`SIPPY_URL`
+    unset): a configuration gap that no retry can close, unlike Sippy being down."""

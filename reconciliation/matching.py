@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.keys import REFUND_SETTLEMENT_PREFIX
 from billing.tables import customers, payment_attempts
 from ledger.bulk import insert_rows
 from ledger.model import Kind
@@ -191,8 +192,14 @@ def _stage_statement(
 
 
 def _not_reversed(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Not undone as a mistake. A refund also reverses its settlement, but the debit did
+    happen in Sippy (the refund is a separate credit), so a refunded settlement still pairs
+    with its debit."""
     reversal = transfers.alias("reversal")
-    return ~sa.exists().where(reversal.c.reverses_id == table.c.id)
+    return ~sa.exists().where(
+        reversal.c.reverses_id == table.c.id,
+        ~reversal.c.idempotency_key.startswith(REFUND_SETTLEMENT_PREFIX),
+    )
 
 
 def _stage_ledger(session: Session, start: datetime, end: datetime) -> None:

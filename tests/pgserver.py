@@ -51,7 +51,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One cluster: `start()` returns an admin URL; `stop()` removes every trace."""
+    """One cluster: `start()` returns an admin URL; `restart()` does what an operator's restart
+    does (every connection is terminated, the port refuses connections until the server is back);
+    `stop()` removes every trace."""
 
     def __init__(self) -> None:
         self.bin_dir = find_bin_dir()
@@ -59,6 +61,7 @@ class PostgresServer:
         self.data_dir = self.root / "data"
         self.port = _free_port()
         self.as_root = os.geteuid() == 0
+        self._options = ""  # the server settings `start()` chose, reused by `restart()`
 
     def _run(self, *args: str) -> None:
         command = list(args)
@@ -98,18 +101,28 @@ class PostgresServer:
                 os.environ.get("SMSLEDGER_PG_OPTIONS", ""),
             ]
         )
+        self._options = options
+        self._pg_ctl("start")
+        return self.url("postgres")
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: sessions are terminated, the server shuts down and starts
+        again with the same settings; returns once it accepts connections."""
+        self._pg_ctl("restart", "-m", "fast")
+
+    def _pg_ctl(self, action: str, *args: str) -> None:
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
             str(self.data_dir),
             "-o",
-            options,
+            self._options,
             "-l",
             str(self.root / "server.log"),
             "-w",
-            "start",
+            action,
+            *args,
         )
-        return self.url("postgres")
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"

@@ -60,3 +60,66 @@ def close(sessions: sessionmaker[Session], frequency: str, now: datetime, **kw: 
 def rows(sessions: sessionmaker[Session], table: sa.Table, *where: Any) -> list[Any]:
     with unit_of_work(sessions) as session:
         return session.execute(sa.select(table).where(*where)).all()
+
+
+def billing_disagreements(session: Session, customer_id: str) -> list[str]:
+    """Where the billing state and the ledger disagree for one customer (DESIGN invariant 10);
+    empty when they agree:
+    - usage posted minus usage voided == usage billed on invoices (cancelled ones included, their
+      usage written off) + the unbilled balance (invariant 7 with voids and cancels);
+    - the receivable balance == what the unpaid invoices still ask for;
+    - the counters count exactly the usage that is neither billed nor voided."""
+    from billing.chart import receivable_code, unbilled_code
+    from billing.invoice import UNPAID
+    from billing.tables import invoice_usage, invoices, usage_counters
+    from ledger.balances import account_balance
+    from ledger.tables import transfers
+
+    usage = transfers.alias("usage")
+    undo = transfers.alias("undo")
+    of_customer = sa.and_(
+        usage.c.kind == "usage", usage.c.metadata["user_id"].as_string() == customer_id
+    )
+    posted = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(usage.c.amount), 0)).where(of_customer)
+    ).scalar_one()
+    voided = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(undo.c.amount), 0))
+        .join(usage, usage.c.id == undo.c.reverses_id)
+        .where(of_customer)
+    ).scalar_one()
+    billed, owed = session.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(invoices.c.usage_micros), 0),
+            sa.func.coalesce(
+                sa.func.sum(invoices.c.amount_micros).filter(invoices.c.status.in_(UNPAID)), 0
+            ),
+        ).where(invoices.c.customer_id == customer_id)
+    ).one()
+    unbilled = account_balance(session, unbilled_code(customer_id)).balance
+    receivable = account_balance(session, receivable_code(customer_id)).balance
+    messages = sa.func.coalesce(usage.c.metadata["messages"].as_integer(), 1)
+    counted = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(messages), 0))
+        .select_from(usage)
+        .where(
+            of_customer,
+            ~sa.exists().where(invoice_usage.c.transfer_id == usage.c.id),
+            ~sa.exists().where(undo.c.reverses_id == usage.c.id),
+        )
+    ).scalar_one()
+    counter = session.execute(
+        sa.select(usage_counters.c.unbilled_messages).where(
+            usage_counters.c.customer_id == customer_id
+        )
+    ).scalar_one()
+    problems = []
+    if posted - voided != billed + unbilled:
+        problems.append(
+            f"usage {posted} - voided {voided} != billed {billed} + unbilled {unbilled}"
+        )
+    if receivable != owed:
+        problems.append(f"receivable {receivable} != unpaid invoices {owed}")
+    if counter != counted:
+        problems.append(f"counter {counter} != unbilled, unvoided messages {counted}")
+    return problems

@@ -51,11 +51,12 @@ from billing.tables import (
     usage_counters,
 )
 from ledger.accounts import find_accounts
+from ledger.balances import lock_balance_rows
 from ledger.bulk import BULK_MIN_ROWS, array_text, insert_rows
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entries
 from ledger.staging import staged
-from ledger.tables import UtcDateTime, balances
+from ledger.tables import UtcDateTime
 
 ROUNDING_RULE = "ROUND_HALF_UP to the currency's minor unit; remainder to rounding:<CUR>"
 
@@ -161,7 +162,7 @@ def close_periods(
         _serve_requests(session, [d.customer_id for d in due], now)
     if not due:
         return summary
-    _lock_unbilled(session, [d.unbilled_account for d in due])
+    lock_balance_rows(session, [d.unbilled_account for d in due])
     _give_memory(session)
     with staged(session, STAGE_DUE, STAGE_LINES):
         stage_due(session, due)
@@ -292,17 +293,6 @@ def _serve_requests(session: Session, customer_ids: list[str], now: datetime) ->
             )
             .values(served_at=now)
         )
-
-
-def _lock_unbilled(session: Session, account_ids: list[int]) -> None:
-    """Lock the customers' unbilled balance rows in account order (no-op lock on SQLite,
-    whose `BEGIN IMMEDIATE` already serialises writers)."""
-    session.execute(
-        sa.select(balances.c.account_id)
-        .where(balances.c.account_id.in_(sorted(account_ids)))
-        .order_by(balances.c.account_id, balances.c.slot)
-        .with_for_update()
-    ).all()
 
 
 def _post_transfers(session: Session, new: list[NewInvoice], now: datetime) -> None:

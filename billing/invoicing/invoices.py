@@ -15,23 +15,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.chart import system_code, unbilled_code
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.invoice import Invoice, InvoiceStatus, check_move
 from billing.keys import (
     invoice_cancel_key,
-    invoice_key,
     invoice_transfer_keys,
     rounding_cancel_key,
-    rounding_key,
-    write_off_key,
 )
 from billing.outbox import ChargeRequest, queue_charges
 from billing.paging import Page, fetch_page
+from billing.payments.refunds import request_refund
 from billing.settings import BillingDefaults, effective_settings
 from billing.tables import invoice_lines, invoices, payment_attempts
-from ledger.model import EntryRequest, Kind, Leg, Transfer
-from ledger.posting import post_entry, reverse_transfer, select_transfers
+from billing.write_off import undo_invoice
+from ledger.model import Transfer
+from ledger.posting import select_transfers
 from ledger.tables import transfers
 
 ACTIONS_FROM: dict[str, tuple[InvoiceStatus, ...]] = {
@@ -39,6 +37,7 @@ ACTIONS_FROM: dict[str, tuple[InvoiceStatus, ...]] = {
     "approve": (InvoiceStatus.PENDING,),
     "retry": (InvoiceStatus.FAILED,),
     "cancel": (InvoiceStatus.PENDING, InvoiceStatus.FAILED),
+    "refund": (InvoiceStatus.PAID,),
 }
 """The admin actions of SPEC §6 and the states each may start from."""
 
@@ -120,13 +119,15 @@ def act(
     action: str,
     now: datetime,
     defaults: BillingDefaults,
+    who: str | None = None,
 ) -> Any:
     """Apply an admin action and return the invoice row after it.
 
     process: approve if needed and queue a charge now; approve: approve, and queue a charge
     when the customer's settings auto-process; retry: a failed invoice goes back to pending
     with a new charge attempt queued; cancel: a pending or failed invoice is reversed in the
-    ledger and its usage written off (never billed again).
+    ledger and its usage written off (never billed again); refund: a paid invoice is credited
+    back in Sippy (queued; it becomes `refunded` when Sippy takes the credit).
 
     Raises: UnknownInvoice, InvalidInvoiceState.
     """
@@ -158,43 +159,18 @@ def act(
     elif action == "retry":
         changes.update(status=check_move(invoice.status, InvoiceStatus.PENDING), next_retry_at=now)
         queue_charges(session, [ChargeRequest(invoice.id, invoice.attempts + 1)], now)
+    elif action == "refund":
+        request_refund(session, invoice, now, who)
     else:
         changes.update(
             status=check_move(invoice.status, InvoiceStatus.CANCELLED), next_retry_at=None
         )
-        _reverse_and_write_off(session, invoice, now)
+        undo_invoice(
+            session,
+            invoice,
+            (invoice_cancel_key(invoice.id), rounding_cancel_key(invoice.id)),
+            now,
+            "cancelled",
+        )
     session.execute(sa.update(invoices).where(invoices.c.id == invoice_id).values(**changes))
     return get_invoice(session, invoice_id)
-
-
-def _reverse_and_write_off(session: Session, invoice: Invoice, now: datetime) -> None:
-    """Undo the invoice's transfers, then move the usage it billed out of unbilled into
-    `adjustments:<CUR>`: the customer owes nothing for it and it is never billed again."""
-    for kind, key, cancel_key in (
-        (Kind.INVOICE, invoice_key(invoice.id), invoice_cancel_key(invoice.id)),
-        (Kind.ROUNDING, rounding_key(invoice.id), rounding_cancel_key(invoice.id)),
-    ):
-        for original in select_transfers(
-            session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
-        ):
-            reverse_transfer(
-                session, original.id, cancel_key, now, f"invoice {invoice.id} cancelled"
-            )
-    if invoice.usage_micros > 0:
-        post_entry(
-            session,
-            EntryRequest(
-                Kind.ADJUSTMENT,
-                write_off_key(invoice.id),
-                (
-                    Leg(
-                        system_code("adjustments", invoice.currency),
-                        unbilled_code(invoice.customer_id),
-                        invoice.usage_micros,
-                    ),
-                ),
-                description=f"usage of cancelled invoice {invoice.id} written off",
-                metadata={"invoice_id": str(invoice.id)},
-            ),
-            now,
-        )

@@ -45,6 +45,9 @@ log = logging.getLogger("smsledger.billing")
 OPEN_ATTEMPTS = ("started", "unknown")
 # Failures that are ours, not the customer's: an admin fixes them, the user is not told.
 OPERATOR_CODES = frozenset({"http_401", "no_sippy_account"})
+OPERATOR_REASON = "the payment could not be processed; our billing team has been told"
+"""What the user is told of a failure that is ours: every failed invoice notifies its user, but
+the internal reason (credentials, a missing Sippy account id) is for the admin only."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,18 @@ class Lookup:
     started_at: datetime
 
 
-Plan = Skip | Call | Lookup
+@dataclass(frozen=True, slots=True)
+class CheckEarlier:
+    """Before a new attempt: look up every earlier attempt's reference again. Sippy may apply
+    a debit long after it answered nothing (measured: 90 s late, past a 15 s grace), so an
+    attempt that a lookup once found absent may be present now."""
+
+    account_id: int
+    references: tuple[tuple[uuid.UUID, str], ...]  # (attempt id, reference)
+    since: datetime
+
+
+Plan = Skip | Call | Lookup | CheckEarlier
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +121,16 @@ class Attempt:
 
 
 def plan_charge(
-    session: Session, invoice_id: uuid.UUID, now: datetime, policy: ChargePolicy
+    session: Session,
+    invoice_id: uuid.UUID,
+    now: datetime,
+    policy: ChargePolicy,
+    defaults: BillingDefaults,
+    earlier_checked: bool = False,
 ) -> Plan:
-    """Decide what to do for the invoice, recording a new attempt when it is to be charged."""
+    """Decide what to do for the invoice, recording a new attempt when it is to be charged.
+    A new attempt is recorded only once every earlier attempt has been looked up again
+    (`earlier_checked`): until then the plan is `CheckEarlier`."""
     invoice = _lock_invoice(session, invoice_id)
     if invoice is None:
         return Skip("unknown_invoice")
@@ -142,6 +163,14 @@ def plan_charge(
         _update_invoice(session, invoice, now, status=S.PAID, next_retry_at=None)
         return Skip(S.PAID)
     account = _account_of(session, invoice.customer_id)
+    if not earlier_checked and account is not None and str(account).isdigit():
+        earlier = _earlier_attempts(session, invoice.id)
+        if earlier:
+            return CheckEarlier(
+                int(account),
+                tuple((a.id, a.reference) for a in earlier),
+                min(a.started_at for a in earlier),
+            )
     attempt_id = uuid6.uuid7()
     attempt = {
         "id": attempt_id,
@@ -167,6 +196,7 @@ def plan_charge(
             )
         )
         _fail_invoice(session, invoice, "no_sippy_account", message, None, now)
+        _notify_failure(session, invoice, attempt_id, OPERATOR_REASON, None, now, defaults)
         return Skip(S.FAILED)
     session.execute(sa.insert(payment_attempts).values(**attempt, status="started"))
     _update_invoice(
@@ -241,6 +271,41 @@ def resolve_attempt(
         retryable=True,
     )
     return _decline(session, invoice, attempt, "not_applied", reason, now, defaults, policy)
+
+
+def _earlier_attempts(session: Session, invoice_id: uuid.UUID) -> list[Any]:
+    """The invoice's closed attempts that Sippy might still have applied (all but accepted)."""
+    return list(
+        session.execute(
+            sa.select(
+                payment_attempts.c.id, payment_attempts.c.reference, payment_attempts.c.started_at
+            )
+            .where(
+                payment_attempts.c.invoice_id == invoice_id,
+                payment_attempts.c.status.not_in(("accepted", *OPEN_ATTEMPTS)),
+            )
+            .order_by(payment_attempts.c.attempt_no)
+        ).all()
+    )
+
+
+def settle_late(
+    session: Session,
+    attempt_id: uuid.UUID,
+    payment: Payment,
+    now: datetime,
+    defaults: BillingDefaults,
+) -> str:
+    """An earlier attempt turned out applied after all (found by its reference before a new
+    attempt): settle the invoice through it, once. A paid invoice is left as it is."""
+    invoice, attempt = _lock_attempt(session, attempt_id)
+    if invoice.status == S.PAID:
+        return S.PAID
+    log.warning(
+        "Sippy applied an earlier charge late",
+        extra={"invoice_id": str(invoice.id), "reference": attempt.reference},
+    )
+    return _settle(session, invoice, attempt.reference, attempt, payment.payment_id, now, defaults)
 
 
 def due_charges(
@@ -436,20 +501,30 @@ def _decline(
         finished_at=now,
     )
     _fail_invoice(session, invoice, outcome.code or "declined", outcome.message, retry_at, now)
-    if outcome.code not in OPERATOR_CODES:
-        _notify(
-            session,
-            invoice,
-            "payment_failed",
-            payment_failed_notice(attempt.id),
-            {
-                "reason": outcome.message,
-                "next_retry_at": retry_at.isoformat() if retry_at else None,
-            },
-            now,
-            defaults,
-        )
+    reason = OPERATOR_REASON if outcome.code in OPERATOR_CODES else outcome.message
+    _notify_failure(session, invoice, attempt.id, reason, retry_at, now, defaults)
     return S.FAILED
+
+
+def _notify_failure(
+    session: Session,
+    invoice: Invoice,
+    attempt_id: uuid.UUID,
+    reason: str | None,
+    retry_at: datetime | None,
+    now: datetime,
+    defaults: BillingDefaults,
+) -> None:
+    """ "Payment failed", once per attempt: every failed invoice tells its user."""
+    _notify(
+        session,
+        invoice,
+        "payment_failed",
+        payment_failed_notice(attempt_id),
+        {"reason": reason, "next_retry_at": retry_at.isoformat() if retry_at else None},
+        now,
+        defaults,
+    )
 
 
 def _fail_invoice(

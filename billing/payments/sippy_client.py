@@ -154,9 +154,19 @@ class SippyClient:
 
     def debit(self, account_id: int, amount: Money, reference: str, at: datetime) -> ChargeOutcome:
         """Charge `amount` to the account with `reference` in the payment notes."""
+        return self._move("accountDebit", account_id, amount, reference, at)
+
+    def credit(self, account_id: int, amount: Money, reference: str, at: datetime) -> ChargeOutcome:
+        """Give `amount` back to the account (a refund), `reference` in the payment notes."""
+        return self._move("accountCredit", account_id, amount, reference, at)
+
+    def _move(
+        self, method: str, account_id: int, amount: Money, reference: str, at: datetime
+    ) -> ChargeOutcome:
+        """One balance move; its answer sorted into accepted, declined or unknown."""
         try:
             result = self.call(
-                "accountDebit",
+                method,
                 {
                     "i_account": account_id,
                     "amount": to_double(amount.micros, amount.currency),
@@ -173,7 +183,7 @@ class SippyClient:
         except SippyUnreachable as error:
             return ChargeOutcome("unknown", error.code, error.message)
         if result.get("result") != "OK":
-            return ChargeOutcome("unknown", "malformed", f"accountDebit answered {result!r}")
+            return ChargeOutcome("unknown", "malformed", f"{method} answered {result!r}")
         return ChargeOutcome("accepted")
 
     def payments(
@@ -213,7 +223,26 @@ class SippyClient:
 
         Raises: SippyError.
         """
-        for payment in self.payments(account_id, start, end, "debit"):
+        return self._find(account_id, reference, start, end, "debit")
+
+    def find_credit(
+        self, account_id: int, reference: str, start: datetime, end: datetime
+    ) -> Payment | None:
+        """The credit (refund) carrying our `reference`, if Sippy has one in [start, end).
+
+        Raises: SippyError.
+        """
+        return self._find(account_id, reference, start, end, "credit")
+
+    def _find(
+        self,
+        account_id: int,
+        reference: str,
+        start: datetime,
+        end: datetime,
+        kind: Literal["debit", "credit"],
+    ) -> Payment | None:
+        for payment in self.payments(account_id, start, end, kind):
             if payment.notes == reference:
                 return payment
         return None

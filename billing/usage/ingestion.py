@@ -389,7 +389,6 @@ def _rate(
     customers: dict[str, Customer],
     now: datetime,
 ) -> list[EntryRequest]:
-    table = rate_cache.get(session)
     errors: list[dict[str, Any]] = []
     entries: list[EntryRequest] = []
     for index, event in enumerate(events):
@@ -406,8 +405,8 @@ def _rate(
             )
             continue
         at = event.sent_at or now
-        rate = table.find(
-            event.prefix or event.destination.digits, currency, at, customer.rate_plan
+        rate = rate_cache.find(
+            session, event.prefix or event.destination.digits, currency, at, customer.rate_plan
         )
         if event.cost is not None:
             amount, unit_price = event.cost, None

@@ -287,5 +287,5 @@ def _estimate(
         digits = parsed.digits if parsed else None
     if not digits:
         return 0
-    rate = rate_cache.get(session).find(digits, currency, now, plan)
+    rate = rate_cache.find(session, digits, currency, now, plan)
     return rate.price_micros * check.message_count if rate else 0

@@ -166,7 +166,7 @@ class RateCache:
         self._lock = threading.Lock()
 
     def get(self, session: Session) -> RateTable:
-        key = str(session.get_bind().engine.url) if session.get_bind() is not None else ""
+        key = self._key(session)
         with self._lock:
             cached = self._tables.get(key)
         if cached and time.monotonic() - cached[0] < self.ttl:
@@ -176,9 +176,37 @@ class RateCache:
             self._tables[key] = (time.monotonic(), table)
         return table
 
+    def find(
+        self, session: Session, digits: str, currency: str, at: datetime, plan: str | None = None
+    ) -> Rate | None:
+        """`RateTable.find` on the cached table; a miss reloads the table first (at most every
+        `MISS_RELOAD_S` seconds), so rates imported by another process a moment ago price a
+        new prefix at once instead of refusing it as unpriceable for up to `ttl` seconds."""
+        rate = self.get(session).find(digits, currency, at, plan)
+        if rate is None and self._age(session) >= MISS_RELOAD_S:
+            self._drop(session)
+            rate = self.get(session).find(digits, currency, at, plan)
+        return rate
+
     def invalidate(self) -> None:
         with self._lock:
             self._tables.clear()
+
+    def _key(self, session: Session) -> str:
+        return str(session.get_bind().engine.url) if session.get_bind() is not None else ""
+
+    def _age(self, session: Session) -> float:
+        with self._lock:
+            cached = self._tables.get(self._key(session))
+        return time.monotonic() - cached[0] if cached else float("inf")
+
+    def _drop(self, session: Session) -> None:
+        with self._lock:
+            self._tables.pop(self._key(session), None)
+
+
+MISS_RELOAD_S = 0.5
+"""A flood of unpriceable events reloads the rate table at most this often."""
 
 
 rate_cache = RateCache()

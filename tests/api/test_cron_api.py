@@ -84,3 +84,31 @@ def test_the_cli_runs_the_same_cycle(api: ApiClient) -> None:
     assert "1 invoice(s)" in result.output
     again = api.app.test_cli_runner().invoke(args=["bill", "--type", "daily"])
     assert "0 invoice(s)" in again.output
+
+
+def test_a_cycle_whose_job_queue_is_down_still_answers_what_it_committed(
+    make_api: Callable[..., ApiClient], pg_url: str, clock: Clock
+) -> None:
+    """Redis unreachable: the invoices and their outbox rows are committed, the after-commit
+    kick fails, and the caller still learns what was made (the sweep charges it later)."""
+    nothing_listens = "redis://127.0.0.1:1/0"
+    api = make_api(Config(database_url=pg_url, cron_secret="s3cret", redis_url=nothing_listens))
+    load_rates(api.sessions, clock())
+    assert (
+        api.as_role("service").post("/api/usage", sms("m1", "2026-11-23T10:00:00Z")).status_code
+        == 201
+    )
+    clock.now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+    response = api.as_cron().post(f"{CRON}?type=daily")
+
+    assert response.status_code == 200
+    assert response.json["invoices_created"] == 1 and response.json["charges_enqueued"] == 1
+    assert response.json["dispatch"] == "deferred"
+    again = api.as_cron().post(f"{CRON}?type=daily")
+    assert again.status_code == 200 and again.json["invoices_created"] == 0
+    (record,) = api.as_role("admin").get("/api/admin/sms/billing").json["items"]
+    processed = api.as_role("admin").post(
+        "/api/admin/sms/billing", {"billingId": record["id"], "action": "process"}
+    )
+    assert processed.status_code == 200 and processed.json["dispatch"] == "deferred"

@@ -24,6 +24,7 @@ PATH_VALUES = {
     "item_id": "1",
     "code": "customer:42:unbilled",
     "user_id": "42",
+    "message_id": "m-1",
 }
 
 

@@ -5,6 +5,7 @@ statements refused with clear 4xx errors that write nothing."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -204,3 +205,9 @@ def test_the_cli_exits_0_when_reconciled_and_1_with_differences(
         assert result.exit_code == 0 and result.output
     bad = runner.invoke(args=["reconcile", "--from", "yesterday", "--to", RANGE["to"]])
     assert bad.exit_code == 2
+    as_typed = runner.invoke(
+        args=["reconcile", "--from", "2026-11-24", "--to", "2026-11-25", "--format", "json"]
+    )
+    assert as_typed.exit_code == 0, as_typed.output
+    report = json.loads(as_typed.output)
+    assert (report["from"], report["to"]) == (RANGE["from"], RANGE["to"])

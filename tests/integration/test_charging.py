@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing.customers import create_customer
 from billing.payments.charge_runner import charge_invoice
-from billing.payments.charging import ChargePolicy, due_charges
+from billing.payments.charging import OPERATOR_REASON, ChargePolicy, due_charges
 from billing.payments.sippy_client import ChargeOutcome, SippyClient
 from billing.settings import put_settings
 from billing.tables import invoices, notifications, payment_attempts
@@ -254,6 +254,42 @@ def test_a_charge_lost_in_transport_is_looked_up_then_retried_once(world: World,
     assert_paid_once(sessions, sim, invoice_id)
 
 
+def test_a_debit_sippy_applies_after_the_lookup_found_nothing_is_never_charged_twice(
+    world: World,
+) -> None:
+    """Measured from outside: a debit applied 90 s late, after the grace and after the lookup
+    had found nothing, was followed by a second debit. Before a new attempt every earlier
+    attempt's reference is looked up again, and the late debit settles the invoice."""
+    sessions, sim, client, invoice_id, clock = world
+    sim.state.inject_fault(method="accountDebit", kind="slow", delay_s=2.0)
+    assert charge(sessions, client, invoice_id, clock) == "unknown"  # timed out at 0.5 s
+    clock.now += POLICY.in_flight_grace
+    assert charge(sessions, client, invoice_id, clock) == "failed"  # not there yet
+    assert [a.status for a in attempts_of(sessions, invoice_id)] == ["not_applied"]
+    deadline = time.monotonic() + 5
+    while not debits_for(sim, invoice_id) and time.monotonic() < deadline:
+        time.sleep(0.05)  # Sippy applies it now, late
+    assert len(debits_for(sim, invoice_id)) == 1
+    clock.now = invoice_of(sessions, invoice_id).next_retry_at
+    assert charge(sessions, client, invoice_id, clock) == "paid"
+    assert_paid_once(sessions, sim, invoice_id)
+    assert len(attempts_of(sessions, invoice_id)) == 1  # no second attempt was made
+
+
+def test_no_new_attempt_starts_while_earlier_ones_cannot_be_looked_up(world: World) -> None:
+    sessions, sim, client, invoice_id, clock = world
+    sim.state.inject_fault(method="accountDebit", kind="reset")
+    assert charge(sessions, client, invoice_id, clock) == "unknown"
+    clock.now += POLICY.in_flight_grace
+    assert charge(sessions, client, invoice_id, clock) == "failed"
+    clock.now = invoice_of(sessions, invoice_id).next_retry_at
+    sim.state.inject_fault(method="getPaymentsList", kind="http_5xx")
+    assert charge(sessions, client, invoice_id, clock) == "unresolved"
+    assert len(attempts_of(sessions, invoice_id)) == 1 and debits_for(sim, invoice_id) == []
+    assert charge(sessions, client, invoice_id, clock) == "paid"
+    assert_paid_once(sessions, sim, invoice_id)
+
+
 def test_a_lookup_that_cannot_reach_sippy_leaves_the_attempt_open(world: World) -> None:
     sessions, sim, client, invoice_id, clock = world
     sim.state.inject_fault(method="accountDebit", kind="timeout_after_apply", delay_s=1.5)
@@ -266,7 +302,7 @@ def test_a_lookup_that_cannot_reach_sippy_leaves_the_attempt_open(world: World) 
     assert_paid_once(sessions, sim, invoice_id)
 
 
-def test_wrong_credentials_are_an_operator_error_not_retried_not_told_to_the_user(
+def test_wrong_credentials_are_an_operator_error_not_retried_and_the_user_told_only_that(
     world: World,
 ) -> None:
     sessions, sim, _, invoice_id, clock = world
@@ -274,7 +310,8 @@ def test_wrong_credentials_are_an_operator_error_not_retried_not_told_to_the_use
     assert charge(sessions, wrong, invoice_id, clock) == "failed"
     invoice = invoice_of(sessions, invoice_id)
     assert invoice.next_retry_at is None and invoice.last_error.startswith("http_401")
-    assert notices(sessions, "payment_failed") == []
+    (notice,) = notices(sessions, "payment_failed")
+    assert notice.payload["reason"] == OPERATOR_REASON  # no credentials talk to the user
     assert sim.state.payments() == []
 
 
@@ -293,6 +330,9 @@ def test_a_customer_without_a_sippy_account_is_an_admin_visible_failure(
     (attempt,) = attempts_of(sessions, invoice_id)
     assert (attempt.code, attempt.retryable) == ("no_sippy_account", False)
     assert sim.state.payments() == []
+    (notice,) = notices(sessions, "payment_failed")  # every failed invoice tells its user
+    assert notice.customer_id == "7" and notice.payload["reason"] == OPERATOR_REASON
+    assert notice.payload["invoice_id"] == str(invoice_id)
 
 
 class WorkerKilled(BaseException):

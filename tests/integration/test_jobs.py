@@ -117,13 +117,15 @@ def test_the_cli_worker_needs_redis(app_and_keys: tuple[Any, dict[str, str]]) ->
 
 
 def test_readiness_checks_redis_when_jobs_use_it(
-    make_api: Callable[..., ApiClient], pg_url: str, redis_url: str
+    make_api: Callable[..., ApiClient], pg_url: str, redis_url: str, redis: Redis
 ) -> None:
     from infra.config import Config
 
+    register(Scheduler(queue_name="billing", connection=redis))
     up = make_api(Config(database_url=pg_url, redis_url=redis_url))
     ready = up.anonymous().get("/readyz")
-    assert ready.status_code == 200 and ready.json["checks"] == {"database": "ok", "redis": "ok"}
+    checks = {"database": "ok", "redis": "ok", "schedules": "ok"}
+    assert ready.status_code == 200 and ready.json["checks"] == checks
     down = make_api(Config(database_url=pg_url, redis_url="redis://127.0.0.1:1/0"))
     unready = down.anonymous().get("/readyz")
     assert unready.status_code == 503 and unready.json["checks"]["redis"] == "unavailable"

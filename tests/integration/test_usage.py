@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -16,9 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing.customers import update_customer
 from billing.errors import InvalidUsage, UnknownCustomer
 from billing.settings import BillingDefaults, put_settings
-from billing.tables import close_requests, customers, notifications, usage_counters
+from billing.tables import close_requests, customers, notifications, rates, usage_counters
 from billing.usage.ingestion import UsageResult, ingest_usage, validate_events
 from billing.usage.rate_sheets import add_rates, parse_rate
+from billing.usage.rating import MISS_RELOAD_S
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
@@ -133,6 +135,29 @@ def test_an_unpriceable_event_refuses_the_whole_batch(rated: sessionmaker[Sessio
     assert raised.value.details["errors"][0]["code"] == "unpriceable_destination"
     assert raised.value.details["errors"][0]["index"] == 1
     assert counts(rated) == before
+
+
+def test_a_rate_another_process_just_imported_prices_a_new_prefix_at_once(
+    rated: sessionmaker[Session],
+) -> None:
+    """`smsledger rates import` runs in its own process, so this one's rate table stays cached;
+    a miss reloads it before the event is refused as unpriceable."""
+    post(rated, event("warm"))  # the table is cached now, without an Australian rate
+    time.sleep(MISS_RELOAD_S)  # the import comes a moment later; misses reload this often
+    with unit_of_work(rated) as session:  # as the CLI would, without this process knowing
+        session.execute(
+            sa.insert(rates).values(
+                plan="default",
+                prefix="614",
+                country="AU",
+                currency="USD",
+                price_micros=42_000,
+                valid_from=NOW - timedelta(days=1),
+                created_at=NOW,
+            )
+        )
+    (result,) = post(rated, event("au-1", destination="+61412345678"))
+    assert result.status == "posted" and result.transfer.amount == 42_000
 
 
 def test_a_given_cost_is_the_price(rated: sessionmaker[Session]) -> None:

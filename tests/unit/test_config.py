@@ -62,3 +62,13 @@ def test_a_malformed_setting_is_refused_by_name(name: str, value: str, says: str
 def test_lists_of_integers_are_read_in_order() -> None:
     config = Config.from_environ({"SMS_BILLING_RETRY_BACKOFF_MINUTES": " 5,10,20 "})
     assert config.retry_backoff_minutes == (5, 10, 20)
+
+
+def test_an_in_flight_grace_not_well_above_the_sippy_timeout_is_refused() -> None:
+    """The measured double charge: timeout 3 s, grace 15 s, a debit applied 90 s late."""
+    with pytest.raises(ValueError, match="use at least 60") as refused:
+        Config.from_environ({"SIPPY_TIMEOUT_S": "3", "SIPPY_IN_FLIGHT_GRACE_S": "15"})
+    assert "SIPPY_IN_FLIGHT_GRACE_S=15" in str(refused.value)
+    with pytest.raises(ValueError, match="use at least 120"):
+        Config.from_environ({"SIPPY_TIMEOUT_S": "30", "SIPPY_IN_FLIGHT_GRACE_S": "90"})
+    assert Config.from_environ({"SIPPY_TIMEOUT_S": "30", "SIPPY_IN_FLIGHT_GRACE_S": "120"})

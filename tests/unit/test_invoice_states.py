@@ -15,11 +15,18 @@ def test_a_cancelled_invoice_never_moves_again() -> None:
         assert refused.value.details == {"status": "cancelled", "to": target.value}
 
 
-def test_a_paid_invoice_only_goes_back_to_failed_when_its_settlement_is_reversed() -> None:
+def test_a_paid_invoice_is_only_refunded_or_failed_when_its_settlement_is_reversed() -> None:
     assert check_move("paid", "failed") is InvoiceStatus.FAILED
-    for target in set(InvoiceStatus) - {InvoiceStatus.FAILED}:
+    assert check_move("paid", "refunded") is InvoiceStatus.REFUNDED
+    for target in set(InvoiceStatus) - {InvoiceStatus.FAILED, InvoiceStatus.REFUNDED}:
         with pytest.raises(InvalidInvoiceState):
             check_move("paid", target)
+
+
+def test_a_refunded_invoice_never_moves_again() -> None:
+    for target in InvoiceStatus:
+        with pytest.raises(InvalidInvoiceState):
+            check_move("refunded", target)
 
 
 def test_every_unpaid_state_can_still_be_settled_or_failed() -> None:

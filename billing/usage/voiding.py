@@ -1,0 +1,107 @@
+"""Voiding a usage event: the owner's way to undo an SMS that was posted but not sent (or sent
+by mistake). The usage transfer is reversed and the usage counters move back in the same unit
+of work, so `threshold_messages`, percent used, the pre-send check and the user's widget stop
+counting it (DESIGN invariant 10). Idempotent by `message_id`.
+
+Only unbilled usage is voided here. A message already billed on an invoice is the invoice's:
+cancel a pending or failed invoice, refund a paid one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.chart import unbilled_code
+from billing.errors import BillingOwnedTransfer, UnknownUsage
+from billing.keys import void_key
+from billing.tables import invoice_usage, usage_counters
+from ledger.accounts import find_accounts
+from ledger.balances import lock_balance_rows
+from ledger.model import Kind, Transfer
+from ledger.posting import reverse_transfer, select_transfers
+from ledger.tables import transfers
+
+
+@dataclass(frozen=True, slots=True)
+class VoidResult:
+    status: str  # "voided" now, or "duplicate": voided before
+    usage: Transfer
+    reversal: Transfer
+
+
+def void_usage(
+    session: Session, message_id: str, now: datetime, reason: str | None = None
+) -> VoidResult:
+    """Void the unbilled usage event `message_id`.
+
+    Raises: UnknownUsage; BillingOwnedTransfer when it was billed already (the message names the
+    invoice and what to do with it).
+    """
+    usage = _usage_transfer(session, message_id)
+    customer_id = str((usage.metadata or {}).get("user_id") or _customer_of(usage))
+    # The lock every usage post and every close takes first: a close cannot bill this message
+    # while it is being voided, nor a void slip in after the close read it.
+    unbilled = find_accounts(session, [unbilled_code(customer_id)])[unbilled_code(customer_id)]
+    lock_balance_rows(session, [unbilled.id])
+    invoice_id = session.execute(
+        sa.select(invoice_usage.c.invoice_id).where(invoice_usage.c.transfer_id == usage.id)
+    ).scalar_one_or_none()
+    if invoice_id is not None:
+        raise BillingOwnedTransfer(
+            f"message {message_id} was billed on invoice {invoice_id}: cancel that invoice if it"
+            " is unpaid, or refund it",
+            message_id=message_id,
+            invoice_id=str(invoice_id),
+        )
+    earlier = _transfers(session, Kind.REVERSAL, void_key(message_id))
+    if earlier:  # a replay, whatever reason it gives: the first void stands
+        return VoidResult("duplicate", usage, earlier[0])
+    result = reverse_transfer(
+        session, usage.id, void_key(message_id), now, reason or f"usage {message_id} voided"
+    )
+    _uncount(session, customer_id, usage)
+    return VoidResult("voided", usage, result.transfers[0])
+
+
+def _usage_transfer(session: Session, message_id: str) -> Transfer:
+    found = _transfers(session, Kind.USAGE, message_id)
+    if not found:
+        raise UnknownUsage(f"no usage event {message_id!r}", message_id=message_id)
+    return found[0]
+
+
+def _transfers(session: Session, kind: Kind, key: str) -> list[Transfer]:
+    return list(
+        select_transfers(
+            session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
+        )
+    )
+
+
+def _customer_of(usage: Transfer) -> str:
+    # customer:<id>:unbilled is the usage's debit account.
+    return usage.debit_account.split(":", 1)[1].rsplit(":", 1)[0]
+
+
+def _uncount(session: Session, customer_id: str, usage: Transfer) -> None:
+    """Take the message off the counters; with none left unbilled, nothing is unbilled since
+    any instant (a later close need not look)."""
+    metadata = usage.metadata or {}
+    messages = int(metadata.get("messages") or 1)
+    segments = int(metadata.get("segments") or 0)
+    left = usage_counters.c.unbilled_messages - messages
+    session.execute(
+        sa.update(usage_counters)
+        .where(usage_counters.c.customer_id == customer_id)
+        .values(
+            unbilled_messages=left,
+            unbilled_segments=usage_counters.c.unbilled_segments - segments,
+            oldest_unbilled_at=sa.case(
+                (left <= 0, None), else_=usage_counters.c.oldest_unbilled_at
+            ),
+        )
+    )

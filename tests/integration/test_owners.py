@@ -1,0 +1,244 @@
+"""Billing-owned transfers change only through their owners (DESIGN invariant 10): the generic
+ledger reversal refuses usage, invoice, rounding and settlement transfers and names the owner's
+action; voiding, cancelling and refunding move the billing state with the ledger. Every public
+path is tried, then billing state and the ledger must agree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from billing.customers import update_customer
+from billing.payments.sippy_client import SippyClient
+from infra.config import Config
+from jobs import context
+from jobs.payments import dispatch_charges
+from ledger.checks import check_ledger
+from ledger.db import unit_of_work
+from sippy_simulator.server import SimulatorHandle
+from tests.client import ApiClient
+from tests.conftest import Clock
+from tests.scenarios import billing_disagreements, load_rates, sms
+
+pytestmark = pytest.mark.postgres
+
+RECORDS = "/api/admin/sms/billing"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def api(
+    make_api: Callable[..., ApiClient],
+    pg_url: str,
+    clock: Clock,
+    start_sim: Callable[..., SimulatorHandle],
+) -> Iterator[ApiClient]:
+    """User 42 with Sippy account 1001; charges run at once against the simulator."""
+    sim = start_sim(clock=clock)
+    api = make_api(
+        Config(
+            database_url=pg_url,
+            cron_secret="s",
+            user_token_secret="a-user-token-secret-of-32-bytes!!",
+            sippy_url=sim.xmlapi_url,
+            sippy_username="smsledger",
+            sippy_password="secret",
+        )
+    )
+    load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
+    state = api.runtime
+    context.configure(
+        context.JobContext(
+            state.sessions,
+            state.clock,
+            state.config.billing,
+            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
+        )
+    )
+    state.extras["dispatch_charges"] = dispatch_charges
+    state.extras["sim"] = sim
+    assert api.as_role("service").post("/api/usage", sms("first", clock())).status_code == 201
+    with unit_of_work(api.sessions) as session:
+        update_customer(session, "42", clock(), sippy_account_id="1001")
+    yield api
+    state.extras.pop("dispatch_charges")
+
+
+def agree(api: ApiClient) -> None:
+    with unit_of_work(api.sessions) as session:
+        assert billing_disagreements(session, "42") == []
+        assert check_ledger(session) == []
+
+
+def transfer_of(api: ApiClient, kind: str, detail: dict[str, Any]) -> str:
+    return next(t["id"] for t in detail["transfers"] if t["kind"] == kind)
+
+
+def reverse(api: ApiClient, transfer_id: str, key: str) -> Any:
+    return api.as_role("admin").post(
+        f"/api/ledger/transfers/{transfer_id}/reverse", {"idempotency_key": key}
+    )
+
+
+def summary_messages(api: ApiClient) -> int:
+    found: int = api.as_user("42").get("/api/user/billing-summary").json["usage"]["messages"]
+    return found
+
+
+def test_a_usage_transfer_is_voided_by_its_owner_not_by_the_generic_reversal(
+    api: ApiClient,
+) -> None:
+    service = api.as_role("service")
+    assert service.post("/api/usage", sms("second", api.runtime.clock())).status_code == 201
+    assert summary_messages(api) == 2
+    replay = service.post("/api/usage", sms("second", api.runtime.clock())).json
+    usage_id = replay["results"][0]["transfer_id"]
+
+    refused = reverse(api, usage_id, "by-hand")
+    assert refused.status_code == 409
+    assert refused.json["error"]["code"] == "billing_owned_transfer"
+    assert "POST /api/usage/second/void" in refused.json["error"]["message"]
+    agree(api)
+
+    voided = service.post("/api/usage/second/void", {"reason": "send failed"})
+    assert voided.status_code == 201 and voided.json["status"] == "voided"
+    assert voided.json["reversal"]["kind"] == "reversal"
+    assert summary_messages(api) == 1
+    again = service.post("/api/usage/second/void", {})
+    assert again.status_code == 200 and again.json["status"] == "duplicate"
+    assert again.json["reversal"]["id"] == voided.json["reversal"]["id"]
+    assert summary_messages(api) == 1
+    unknown = service.post("/api/usage/never-sent/void", {})
+    assert (unknown.status_code, unknown.json["error"]["code"]) == (404, "usage_not_found")
+    agree(api)
+
+
+def test_invoice_and_settlement_transfers_are_refused_and_their_owners_act(
+    api: ApiClient, clock: Clock
+) -> None:
+    admin = api.as_role("admin")
+    clock.now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    assert (
+        api.as_cron().post("/api/cron/process-sms-billing?type=daily").json["invoices_created"] == 1
+    )
+    (record,) = admin.get(RECORDS).json["items"]
+    detail = admin.get(f"{RECORDS}/{record['id']}").json
+    assert detail["status"] == "paid"  # charged at once through the simulator
+
+    for kind, action in (("invoice", "cancel the invoice"), ("settlement", "refund the invoice")):
+        refused = reverse(api, transfer_of(api, kind, detail), f"by-hand-{kind}")
+        assert refused.status_code == 409, kind
+        assert refused.json["error"]["code"] == "billing_owned_transfer"
+        assert action in refused.json["error"]["message"]
+    billed = api.as_role("service").post("/api/usage/first/void", {})
+    assert billed.status_code == 409 and record["id"] in billed.json["error"]["message"]
+    agree(api)
+
+    # A manual entry is still reversed by the generic path.
+    entry = admin.post(
+        "/api/ledger/transfers",
+        {
+            "kind": "adjustment",
+            "idempotency_key": "goodwill-1",
+            "transfers": [
+                {
+                    "debit_account": "adjustments:USD",
+                    "credit_account": "customer:42:receivable",
+                    "amount": "1.00",
+                }
+            ],
+        },
+    )
+    assert entry.status_code == 201, entry.json
+    undone = reverse(api, entry.json["transfers"][0]["id"], "goodwill-1-undo")
+    assert undone.status_code == 201
+    agree(api)
+
+
+def test_a_cancelled_invoice_agrees_with_the_ledger_and_its_reversal_is_refused(
+    api: ApiClient, clock: Clock
+) -> None:
+    api.runtime.extras.pop("dispatch_charges")
+    with unit_of_work(api.sessions) as session:
+        update_customer(session, "42", clock(), sippy_account_id=None)
+    clock.now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    api.as_cron().post("/api/cron/process-sms-billing?type=daily")
+    admin = api.as_role("admin")
+    (record,) = admin.get(RECORDS).json["items"]
+    cancelled = admin.post(RECORDS, {"billingId": record["id"], "action": "cancel"})
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    detail = admin.get(f"{RECORDS}/{record['id']}").json
+    for transfer in detail["transfers"]:
+        refused = reverse(api, transfer["id"], f"by-hand-{transfer['id']}")
+        assert refused.status_code == 409, transfer["kind"]
+        assert refused.json["error"]["code"] == "billing_owned_transfer"
+    agree(api)
+    api.runtime.extras["dispatch_charges"] = dispatch_charges
+
+
+def paid_invoice(api: ApiClient, clock: Clock) -> dict[str, Any]:
+    clock.now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    api.as_cron().post("/api/cron/process-sms-billing?type=daily")
+    (record,) = api.as_role("admin").get(RECORDS).json["items"]
+    assert record["status"] == "paid"
+    return record
+
+
+def credits(sim: SimulatorHandle) -> list[dict[str, Any]]:
+    return [p for p in sim.state.payments(1001) if p["type"] == "credit"]
+
+
+def test_a_paid_invoice_is_refunded_in_sippy_once_and_undone_in_the_ledger(
+    api: ApiClient, clock: Clock
+) -> None:
+    sim: SimulatorHandle = api.runtime.extras["sim"]
+    record = paid_invoice(api, clock)
+    admin = api.as_role("admin")
+    refunded = admin.post(RECORDS, {"billingId": record["id"], "action": "refund"})
+    assert refunded.status_code == 200, refunded.json
+    detail = admin.get(f"{RECORDS}/{record['id']}").json
+    assert detail["status"] == "refunded"
+    (credit,) = credits(sim)
+    assert credit["notes"].startswith(f"smsledger-refund:{record['id']}:")
+    assert credit["amount"] == Decimal(detail["amount"])
+    kinds = sorted(t["kind"] for t in detail["transfers"])
+    assert kinds.count("reversal") == 3  # settlement, invoice and rounding undone
+    again = admin.post(RECORDS, {"billingId": record["id"], "action": "refund"})
+    assert (again.status_code, again.json["error"]["code"]) == (409, "invalid_state")
+    for transfer in detail["transfers"]:
+        assert reverse(api, transfer["id"], f"x-{transfer['id']}").status_code == 409
+    assert len(credits(sim)) == 1
+    agree(api)
+    # The debit did happen in Sippy: a refunded invoice still reconciles with it.
+    run = api.as_role("accountant").post(
+        "/api/reconciliation/runs",
+        {"from": "2026-11-24T00:00:00Z", "to": "2026-11-25T00:00:00Z", "source": "sippy"},
+    )
+    assert run.status_code == 201, run.json
+    assert run.json["status"] == "reconciled", run.json["items"]
+
+
+def test_a_refund_sippy_applied_without_answering_is_found_and_never_given_twice(
+    api: ApiClient, clock: Clock
+) -> None:
+    sim: SimulatorHandle = api.runtime.extras["sim"]
+    record = paid_invoice(api, clock)
+    sim.state.inject_fault(method="accountCredit", kind="timeout_after_apply", delay_s=6)
+    admin = api.as_role("admin")
+    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
+    assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "paid"  # no answer yet
+    assert len(credits(sim)) == 1  # Sippy applied it
+    clock.now += timedelta(minutes=3)  # past the in-flight grace: the sweep looks it up
+    dispatch_charges()
+    assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "refunded"
+    dispatch_charges()
+    assert len(credits(sim)) == 1
+    agree(api)
