@@ -57,6 +57,9 @@ class RecordOut(Schema):
     amount = fields.String()
     usage = fields.String()
     rounding = fields.String()
+    credit = fields.String(
+        metadata={"description": "voided messages of earlier invoices credited on this one"}
+    )
     currency = fields.String()
     approved_at = fields.String(allow_none=True)
     attempts = fields.Integer()
@@ -142,6 +145,7 @@ def present_record(row: Any) -> dict[str, Any]:
         "amount": money_text(row.amount_micros, currency),
         "usage": money_text(row.usage_micros, currency),
         "rounding": money_text(row.rounding_micros, currency),
+        "credit": money_text(row.credit_micros, currency),
         "currency": currency,
         "approved_at": time_text(row.approved_at),
         "attempts": row.attempts,

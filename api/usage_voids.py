@@ -23,9 +23,18 @@ class VoidIn(Schema):
 
 class VoidOut(Schema):
     message_id = fields.String()
-    status = fields.String(metadata={"enum": ["voided", "duplicate"]})
+    status = fields.String(
+        metadata={
+            "enum": ["voided", "credited", "duplicate"],
+            "description": "voided: reversed now; credited: it was billed already, so it is"
+            " credited on the customer's next invoice; duplicate: voided before",
+        }
+    )
     usage = fields.Nested(TransferOut)
-    reversal = fields.Nested(TransferOut)
+    reversal = fields.Nested(TransferOut, allow_none=True)
+    billed_on = fields.String(
+        allow_none=True, metadata={"description": "the invoice that billed it"}
+    )
 
 
 @blp.route("/<path:message_id>/void", methods=["POST"])
@@ -34,15 +43,16 @@ class VoidOut(Schema):
 @blp.response(201, VoidOut)
 @blp.alt_response(200, schema=VoidOut, description="voided before: the same reversal")
 @blp.alt_response(404, description="no usage event with this message_id")
-@blp.alt_response(409, description="the message was billed: cancel or refund its invoice")
 def void(body: dict[str, Any], message_id: str) -> tuple[dict[str, Any], int]:
-    """Void an unbilled usage event (a send that failed): its transfer is reversed and the usage
-    counters, percent used and threshold state no longer count it. Idempotent."""
+    """Void a usage event (a send that failed). Unbilled: its transfer is reversed and the
+    usage counters, percent used and threshold state no longer count it. Billed already: it is
+    credited on the customer's next invoice. Idempotent."""
     result = transaction(lambda s: void_usage(s, message_id, now(), body["reason"]))
     answer = {
         "message_id": message_id,
         "status": result.status,
         "usage": present_transfer(result.usage),
-        "reversal": present_transfer(result.reversal),
+        "reversal": present_transfer(result.reversal) if result.reversal else None,
+        "billed_on": str(result.billed_on) if result.billed_on else None,
     }
-    return answer, 201 if result.status == "voided" else 200
+    return answer, 200 if result.status == "duplicate" else 201

@@ -54,7 +54,8 @@ def owner_action(session: Session, transfer: Transfer) -> str | None:
         return OWNER_ACTIONS[transfer.kind].replace("{message_id}", transfer.idempotency_key)
     metadata = transfer.metadata or {}
     if transfer.kind == Kind.ADJUSTMENT and "invoice_id" in metadata:
-        return "nothing: the write-off of a cancelled invoice is final"
+        # A credit on an invoice, or the write-off of a cancelled or refunded one.
+        return f"act on invoice {metadata['invoice_id']} (cancel it unpaid, refund it paid)"
     if "reconciliation" in metadata:
         return "post a correcting adjustment: it was accepted from a reconciliation item"
     if transfer.kind == Kind.REVERSAL and transfer.reverses_id is not None:

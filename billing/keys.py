@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal, NamedTuple
 
 from ledger.model import Kind
 
@@ -29,14 +30,26 @@ def rounding_key(invoice_id: InvoiceId) -> str:
     return f"rounding:{invoice_id}"
 
 
-def invoice_cancel_key(invoice_id: InvoiceId) -> str:
-    """The reversal of the invoice transfer when an admin cancels the invoice."""
-    return f"cancel:invoice:{invoice_id}"
+class UndoKeys(NamedTuple):
+    """The reversals that undo an invoice in the ledger (a cancel, or a refund)."""
+
+    invoice: str
+    rounding: str
+    credit: str
 
 
-def rounding_cancel_key(invoice_id: InvoiceId) -> str:
-    """The reversal of the rounding transfer when an admin cancels the invoice."""
-    return f"cancel:rounding:{invoice_id}"
+def undo_keys(action: Literal["cancel", "refund"], invoice_id: InvoiceId) -> UndoKeys:
+    """`cancel:invoice:<id>`, `refund:rounding:<id>`, ...: one reversal per transfer undone."""
+    return UndoKeys(
+        f"{action}:invoice:{invoice_id}",
+        f"{action}:rounding:{invoice_id}",
+        f"{action}:credit:{invoice_id}",
+    )
+
+
+def credit_key(invoice_id: InvoiceId) -> str:
+    """The transfer crediting an invoice with voided messages an earlier invoice had billed."""
+    return f"credit:{invoice_id}"
 
 
 def write_off_key(invoice_id: InvoiceId) -> str:
@@ -64,13 +77,9 @@ def legacy_usage_key(month: str, user_id: str, destination: str, country: str | 
 REFUND_SETTLEMENT_PREFIX = "refund:settlement:"
 
 
-def refund_keys(invoice_id: InvoiceId) -> tuple[str, str, str]:
-    """The reversals a refund posts: of the settlement, of the invoice, of its rounding."""
-    return (
-        f"{REFUND_SETTLEMENT_PREFIX}{invoice_id}",
-        f"refund:invoice:{invoice_id}",
-        f"refund:rounding:{invoice_id}",
-    )
+def refund_settlement_key(invoice_id: InvoiceId) -> str:
+    """The reversal of a refunded invoice's settlement."""
+    return f"{REFUND_SETTLEMENT_PREFIX}{invoice_id}"
 
 
 def invoice_transfer_keys(invoice_id: InvoiceId, references: list[str]) -> list[tuple[Kind, str]]:
@@ -79,9 +88,10 @@ def invoice_transfer_keys(invoice_id: InvoiceId, references: list[str]) -> list[
         *((Kind.SETTLEMENT, settlement_key(reference)) for reference in references),
         (Kind.INVOICE, invoice_key(invoice_id)),
         (Kind.ROUNDING, rounding_key(invoice_id)),
-        (Kind.REVERSAL, invoice_cancel_key(invoice_id)),
-        (Kind.REVERSAL, rounding_cancel_key(invoice_id)),
-        *((Kind.REVERSAL, key) for key in refund_keys(invoice_id)),
+        (Kind.ADJUSTMENT, credit_key(invoice_id)),
+        *((Kind.REVERSAL, key) for key in undo_keys("cancel", invoice_id)),
+        *((Kind.REVERSAL, key) for key in undo_keys("refund", invoice_id)),
+        (Kind.REVERSAL, refund_settlement_key(invoice_id)),
         (Kind.ADJUSTMENT, write_off_key(invoice_id)),
     ]
 

@@ -96,6 +96,8 @@ invoices = sa.Table(
     sa.Column("usage_micros", sa.BigInteger, nullable=False, server_default="0"),
     # usage - amount: what the rounding transfer moved (positive: rounded down).
     sa.Column("rounding_micros", sa.BigInteger, nullable=False, server_default="0"),
+    # Voided messages of earlier invoices credited on this one (usage - credit is what it bills).
+    sa.Column("credit_micros", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("message_count", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("segments", sa.BigInteger, nullable=False, server_default="0"),
     # The effective settings and the rate versions it was closed under (SPEC §6).
@@ -239,6 +241,25 @@ payment_attempts = sa.Table(
     ),
     sa.UniqueConstraint("invoice_id", "attempt_no", name="uq_payment_attempts_invoice_attempt"),
     sa.Index("ix_payment_attempts_status_started", "status", "started_at"),
+)
+
+# A voided message that an invoice had billed already: credited on the customer's next invoice
+# (`invoice_id` is that invoice once the close applied it; NULL: still waiting). One credit per
+# usage transfer, whatever the retries.
+usage_credits = sa.Table(
+    "usage_credits",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), sa.ForeignKey("customers.user_id"), nullable=False),
+    sa.Column("transfer_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("message_id", sa.String(200), nullable=False),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=True),
+    sa.CheckConstraint("amount_micros > 0", name="amount_positive"),
+    sa.Index("ix_usage_credits_customer_pending", "customer_id", "invoice_id"),
 )
 
 # Every refund attempt of a paid invoice, recorded before Sippy's `accountCredit` is called: the

@@ -16,6 +16,7 @@ All or nothing: a crash or a re-run leaves exactly one invoice per customer and 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +41,7 @@ from billing.invoicing.billable_usage import (
     write_lines,
 )
 from billing.invoicing.periods import SCHEDULED, last_ended_period
-from billing.keys import invoice_issued_notice, invoice_key, rounding_key
+from billing.keys import credit_key, invoice_issued_notice, invoice_key, rounding_key
 from billing.notifications.store import store_notifications
 from billing.outbox import ChargeRequest, queue_charges
 from billing.settings import BillingDefaults, Settings, effective_settings
@@ -49,6 +50,7 @@ from billing.tables import (
     customers,
     invoices,
     usage_counters,
+    usage_credits,
 )
 from ledger.accounts import find_accounts
 from ledger.balances import lock_balance_rows
@@ -98,6 +100,8 @@ class NewInvoice:
     segments: int
     rate_ids: list[int]
     now: datetime
+    credit_micros: int = 0  # voided messages of earlier invoices, credited on this one
+    credit_ids: tuple[int, ...] = ()
 
     @property
     def id(self) -> uuid.UUID:
@@ -109,8 +113,9 @@ class NewInvoice:
 
     @property
     def rounding_micros(self) -> int:
-        """usage - amount: what the rounding transfer moves (positive: rounded down)."""
-        return self.usage_micros - self.amount_micros
+        """usage - credit - amount: what the rounding transfer moves (positive: rounded
+        down)."""
+        return self.usage_micros - self.credit_micros - self.amount_micros
 
     def as_row(self) -> dict[str, Any]:
         settings = self.due.settings
@@ -125,6 +130,7 @@ class NewInvoice:
             "amount_micros": self.amount_micros,
             "usage_micros": self.usage_micros,
             "rounding_micros": self.rounding_micros,
+            "credit_micros": self.credit_micros,
             "message_count": self.message_count,
             "segments": self.segments,
             "settings": {**settings.as_values(), "rounding": ROUNDING_RULE},
@@ -171,6 +177,7 @@ def close_periods(
         new = _new_invoices(session, frequency, due, now)
         if new:
             insert_rows(session, invoices, [invoice.as_row() for invoice in new])
+            _apply_credits(session, new)
             record_billed_usage(session)
             write_lines(session)
     summary.skipped += len(due) - len(new)
@@ -189,24 +196,62 @@ def _new_invoices(
 ) -> list[NewInvoice]:
     """An invoice for every due customer with billable usage in the staged lines."""
     totals, rate_ids = usage_totals(session, due)
+    pending = _pending_credits(session, [d.customer_id for d in due])
     new = []
     for item in due:
         messages, segments, usage = totals.get(item.customer_id, (0, 0, 0))
         if messages == 0:
             continue
+        credit_ids, credit = _credits_within(pending.get(item.customer_id, []), usage)
         new.append(
             NewInvoice(
                 due=item,
                 frequency=frequency,
                 usage_micros=usage,
-                amount_micros=round_half_up(usage, item.currency),
+                amount_micros=round_half_up(usage - credit, item.currency),
                 message_count=messages,
                 segments=segments,
                 rate_ids=sorted(rate_ids.get(item.customer_id, set())),
                 now=now,
+                credit_micros=credit,
+                credit_ids=credit_ids,
             )
         )
     return new
+
+
+def _pending_credits(session: Session, customer_ids: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """Per customer, the credits no invoice has applied yet: (id, amount), oldest first."""
+    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    rows = session.execute(
+        sa.select(usage_credits.c.customer_id, usage_credits.c.id, usage_credits.c.amount_micros)
+        .where(usage_credits.c.customer_id.in_(customer_ids), usage_credits.c.invoice_id.is_(None))
+        .order_by(usage_credits.c.id)
+    )
+    for customer_id, credit_id, amount in rows:
+        found[customer_id].append((int(credit_id), int(amount)))
+    return found
+
+
+def _credits_within(credits: list[tuple[int, int]], usage: int) -> tuple[tuple[int, ...], int]:
+    """The oldest credits that fit in this invoice's usage (an invoice never goes below zero;
+    the rest waits for the next one)."""
+    applied, total = [], 0
+    for credit_id, amount in credits:
+        if total + amount <= usage:
+            applied.append(credit_id)
+            total += amount
+    return tuple(applied), total
+
+
+def _apply_credits(session: Session, new: list[NewInvoice]) -> None:
+    for invoice in new:
+        if invoice.credit_ids:
+            session.execute(
+                sa.update(usage_credits)
+                .where(usage_credits.c.id.in_(invoice.credit_ids))
+                .values(invoice_id=invoice.id)
+            )
 
 
 def _due_customers(
@@ -311,6 +356,18 @@ def _post_transfers(session: Session, new: list[NewInvoice], now: datetime) -> N
                 metadata=metadata,
             )
         )
+        if invoice.credit_micros:
+            revenue = system_code("revenue:sms", invoice.due.currency)
+            entries.append(
+                EntryRequest(
+                    Kind.ADJUSTMENT,
+                    credit_key(invoice.id),
+                    (Leg(revenue, receivable_code(customer), invoice.credit_micros),),
+                    effective_at=now,
+                    description=f"voided messages credited on invoice {invoice.id}",
+                    metadata={**metadata, "credits": list(invoice.credit_ids)},
+                )
+            )
         rounding = invoice.rounding_micros
         if rounding:
             rounding_account = system_code("rounding", invoice.due.currency)

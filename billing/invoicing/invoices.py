@@ -18,9 +18,8 @@ from sqlalchemy.orm import Session
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.invoice import Invoice, InvoiceStatus, check_move
 from billing.keys import (
-    invoice_cancel_key,
     invoice_transfer_keys,
-    rounding_cancel_key,
+    undo_keys,
 )
 from billing.outbox import ChargeRequest, queue_charges
 from billing.paging import Page, fetch_page
@@ -168,7 +167,7 @@ def act(
         undo_invoice(
             session,
             invoice,
-            (invoice_cancel_key(invoice.id), rounding_cancel_key(invoice.id)),
+            undo_keys("cancel", invoice.id),
             now,
             "cancelled",
         )

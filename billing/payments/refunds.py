@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import InvalidInvoiceState
 from billing.invoice import Invoice, InvoiceStatus, check_move
-from billing.keys import refund_keys, refund_reference, settlement_key
+from billing.keys import refund_reference, refund_settlement_key, settlement_key, undo_keys
 from billing.outbox import queue_refund
 from billing.payments.charging import Call, ChargePolicy, CheckEarlier, Lookup, Plan, Skip
 from billing.payments.sippy_client import ChargeOutcome, Payment
@@ -164,12 +164,15 @@ def _refunded(
     session: Session, invoice: Invoice, attempt: Any, payment_id: str | None, now: datetime
 ) -> str:
     """Sippy credited the customer: reverse the settlement, undo the invoice, mark it."""
-    settlement_reversal, invoice_reversal, rounding_reversal = refund_keys(invoice.id)
     for settlement in _settlements(session, invoice.id):
         reverse_transfer(
-            session, settlement.id, settlement_reversal, now, f"invoice {invoice.id} refunded"
+            session,
+            settlement.id,
+            refund_settlement_key(invoice.id),
+            now,
+            f"invoice {invoice.id} refunded",
         )
-    undo_invoice(session, invoice, (invoice_reversal, rounding_reversal), now, "refunded")
+    undo_invoice(session, invoice, undo_keys("refund", invoice.id), now, "refunded")
     session.execute(
         sa.update(refund_attempts)
         .where(refund_attempts.c.id == attempt.id)

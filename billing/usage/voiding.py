@@ -3,12 +3,13 @@ by mistake). The usage transfer is reversed and the usage counters move back in 
 of work, so `threshold_messages`, percent used, the pre-send check and the user's widget stop
 counting it (DESIGN invariant 10). Idempotent by `message_id`.
 
-Only unbilled usage is voided here. A message already billed on an invoice is the invoice's:
-cancel a pending or failed invoice, refund a paid one.
+A message an invoice has billed already is not reversed (that invoice stands as issued): it is
+credited on the customer's next invoice instead (`usage_credits`, applied by the close).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
-from billing.errors import BillingOwnedTransfer, UnknownUsage
+from billing.errors import UnknownUsage
 from billing.keys import void_key
-from billing.tables import invoice_usage, usage_counters
-from ledger.accounts import find_accounts
+from billing.tables import invoice_usage, usage_counters, usage_credits
+from ledger.accounts import find_accounts, insert_ignoring_conflicts
 from ledger.balances import lock_balance_rows
 from ledger.model import Kind, Transfer
 from ledger.posting import reverse_transfer, select_transfers
@@ -28,9 +29,10 @@ from ledger.tables import transfers
 
 @dataclass(frozen=True, slots=True)
 class VoidResult:
-    status: str  # "voided" now, or "duplicate": voided before
+    status: str  # "voided" now, "credited" (billed: on the next invoice), or "duplicate"
     usage: Transfer
-    reversal: Transfer
+    reversal: Transfer | None  # None when credited
+    billed_on: uuid.UUID | None = None  # the invoice that had billed it
 
 
 def void_usage(
@@ -51,12 +53,7 @@ def void_usage(
         sa.select(invoice_usage.c.invoice_id).where(invoice_usage.c.transfer_id == usage.id)
     ).scalar_one_or_none()
     if invoice_id is not None:
-        raise BillingOwnedTransfer(
-            f"message {message_id} was billed on invoice {invoice_id}: cancel that invoice if it"
-            " is unpaid, or refund it",
-            message_id=message_id,
-            invoice_id=str(invoice_id),
-        )
+        return _credit(session, customer_id, usage, invoice_id, now, reason)
     earlier = _transfers(session, Kind.REVERSAL, void_key(message_id))
     if earlier:  # a replay, whatever reason it gives: the first void stands
         return VoidResult("duplicate", usage, earlier[0])
@@ -65,6 +62,32 @@ def void_usage(
     )
     _uncount(session, customer_id, usage)
     return VoidResult("voided", usage, result.transfers[0])
+
+
+def _credit(
+    session: Session,
+    customer_id: str,
+    usage: Transfer,
+    invoice_id: uuid.UUID,
+    now: datetime,
+    reason: str | None,
+) -> VoidResult:
+    """Record the credit for a billed message, once."""
+    inserted = session.execute(
+        insert_ignoring_conflicts(session, usage_credits)
+        .values(
+            customer_id=customer_id,
+            transfer_id=usage.id,
+            message_id=usage.idempotency_key,
+            amount_micros=usage.amount,
+            currency=usage.currency,
+            reason=reason,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["transfer_id"])
+        .returning(usage_credits.c.id)
+    ).first()
+    return VoidResult("credited" if inserted else "duplicate", usage, None, invoice_id)
 
 
 def _usage_transfer(session: Session, message_id: str) -> Transfer:

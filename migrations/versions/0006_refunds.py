@@ -1,5 +1,6 @@
-"""Refunds: invoices may end `refunded`, and every refund attempt is recorded before Sippy's
-`accountCredit` is called (same exactly-once discipline as charges).
+"""Refunds and credits: invoices may end `refunded`, every refund attempt is recorded before
+Sippy's `accountCredit` is called (same exactly-once discipline as charges), and voided
+messages that were billed already are credited on the next invoice.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,6 +25,25 @@ def upgrade() -> None:
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_invoices_status_known'), type_='check')
         batch_op.create_check_constraint(op.f('ck_invoices_status_known'), NEW_STATUSES)
+        batch_op.add_column(sa.Column('credit_micros', sa.BigInteger(), server_default='0', nullable=False))
+    op.create_table('usage_credits',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('customer_id', sa.String(length=64), nullable=False),
+    sa.Column('transfer_id', sa.Uuid(), nullable=False),
+    sa.Column('message_id', sa.String(length=200), nullable=False),
+    sa.Column('amount_micros', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('invoice_id', sa.Uuid(), nullable=True),
+    sa.CheckConstraint('amount_micros > 0', name=op.f('ck_usage_credits_amount_positive')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.user_id'], name=op.f('fk_usage_credits_customer_id')),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_usage_credits_invoice_id')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_credits')),
+    sa.UniqueConstraint('transfer_id', name=op.f('uq_usage_credits_transfer_id'))
+    )
+    with op.batch_alter_table('usage_credits', schema=None) as batch_op:
+        batch_op.create_index('ix_usage_credits_customer_pending', ['customer_id', 'invoice_id'], unique=False)
     op.create_table('refund_attempts',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('invoice_id', sa.Uuid(), nullable=False),
@@ -55,6 +75,10 @@ def downgrade() -> None:
     with op.batch_alter_table('refund_attempts', schema=None) as batch_op:
         batch_op.drop_index('ix_refund_attempts_status_started')
     op.drop_table('refund_attempts')
+    with op.batch_alter_table('usage_credits', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_credits_customer_pending')
+    op.drop_table('usage_credits')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_column('credit_micros')
         batch_op.drop_constraint(op.f('ck_invoices_status_known'), type_='check')
         batch_op.create_check_constraint(op.f('ck_invoices_status_known'), OLD_STATUSES)

@@ -138,8 +138,6 @@ def test_invoice_and_settlement_transfers_are_refused_and_their_owners_act(
         assert refused.status_code == 409, kind
         assert refused.json["error"]["code"] == "billing_owned_transfer"
         assert action in refused.json["error"]["message"]
-    billed = api.as_role("service").post("/api/usage/first/void", {})
-    assert billed.status_code == 409 and record["id"] in billed.json["error"]["message"]
     agree(api)
 
     # A manual entry is still reversed by the generic path.
@@ -242,3 +240,35 @@ def test_a_refund_sippy_applied_without_answering_is_found_and_never_given_twice
     dispatch_charges()
     assert len(credits(sim)) == 1
     agree(api)
+
+
+def test_a_billed_message_voided_is_credited_on_the_next_invoice(
+    api: ApiClient, clock: Clock
+) -> None:
+    """The invoice that billed it stands as issued (and paid); the next one is smaller."""
+    record = paid_invoice(api, clock)
+    service, admin = api.as_role("service"), api.as_role("admin")
+    credited = service.post("/api/usage/first/void", {"reason": "never delivered"})
+    assert credited.status_code == 201, credited.json
+    assert credited.json["status"] == "credited" and credited.json["reversal"] is None
+    assert credited.json["billed_on"] == record["id"]
+    again = service.post("/api/usage/first/void", {})
+    assert again.status_code == 200 and again.json["status"] == "duplicate"
+    agree(api)
+    for n in range(3):
+        sent = datetime(2026, 11, 24, 9, n, tzinfo=UTC)
+        assert service.post("/api/usage", sms(f"next-{n}", sent)).status_code == 201
+    clock.now = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    api.as_cron().post("/api/cron/process-sms-billing?type=daily")
+    detail = admin.get(f"{RECORDS}?userId=42").json["items"][0]
+    assert detail["id"] != record["id"] and detail["message_count"] == 3
+    full = admin.get(f"{RECORDS}/{detail['id']}").json
+    key = f"credit:{detail['id']}"
+    credit = next(t for t in full["transfers"] if t["idempotency_key"] == key)
+    assert credit["amount"] == "0.007" and credit["debit_account"] == "revenue:sms:USD"
+    assert Decimal(detail["usage"]) - Decimal(credit["amount"]) == Decimal(
+        detail["amount"]
+    ) + Decimal(detail["rounding"])
+    agree(api)
+    refused = reverse(api, credit["id"], "undo-credit")
+    assert refused.status_code == 409 and detail["id"] in refused.json["error"]["message"]
