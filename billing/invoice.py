@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from billing.errors import InvalidInvoiceState
 from billing.tables import customers, invoices
@@ -109,3 +110,12 @@ def last_invoiced_end() -> sa.ScalarSelect[Any]:
         )
         .scalar_subquery()
     )
+
+
+def lock_invoice(session: Session, invoice_id: uuid.UUID) -> Invoice | None:
+    """The invoice, its row locked until the transaction ends (every writer of an invoice
+    takes this lock first); None when there is no such invoice."""
+    row = session.execute(
+        sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
+    ).one_or_none()
+    return None if row is None else Invoice.from_row(row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from ledger.tables import BigId, Json, UtcDateTime, metadata
@@ -214,27 +216,36 @@ notifications = sa.Table(
 
 ATTEMPT_STATUSES = ("started", "accepted", "declined", "unknown", "not_applied")
 
+
 # Every charge attempt, recorded before Sippy is called (invariant 8): its reference travels in
 # Sippy's payment notes, so an unanswered attempt can be looked up before anything is retried.
+def _money_move_columns() -> list[sa.Column[Any]]:
+    """What every attempt to move money in Sippy records, a charge's or a refund's: the unique
+    reference it carries in the payment notes, whose account and how much, and how it ended."""
+    return [
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False),
+        sa.Column("attempt_no", sa.Integer, nullable=False),
+        sa.Column("reference", sa.String(120), nullable=False, unique=True),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("sippy_account_id", sa.String(64), nullable=True),
+        sa.Column("amount_micros", sa.BigInteger, nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        # Why it ended as it did: a Sippy fault code, "http_401", "timeout", "no_sippy_account"...
+        sa.Column("code", sa.String(40), nullable=True),
+        sa.Column("message", sa.Text, nullable=True),
+        sa.Column("sippy_payment_id", sa.String(64), nullable=True),
+        sa.Column("finished_at", UtcDateTime, nullable=True),
+    ]
+
+
 payment_attempts = sa.Table(
     "payment_attempts",
     metadata,
-    sa.Column("id", sa.Uuid, primary_key=True),
-    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False),
-    sa.Column("attempt_no", sa.Integer, nullable=False),
-    sa.Column("reference", sa.String(120), nullable=False, unique=True),
-    sa.Column("customer_id", sa.String(64), nullable=False),
-    sa.Column("sippy_account_id", sa.String(64), nullable=True),
-    sa.Column("amount_micros", sa.BigInteger, nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    # Why it ended as it did: a Sippy fault code, "http_401", "timeout", "no_sippy_account", ...
-    sa.Column("code", sa.String(40), nullable=True),
-    sa.Column("message", sa.Text, nullable=True),
+    *_money_move_columns(),
     sa.Column("retryable", sa.Boolean, nullable=True),
-    sa.Column("sippy_payment_id", sa.String(64), nullable=True),
     sa.Column("started_at", UtcDateTime, nullable=False),
-    sa.Column("finished_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(
         "status IN ('started', 'accepted', 'declined', 'unknown', 'not_applied')",
         name="status_known",
@@ -262,29 +273,18 @@ usage_credits = sa.Table(
     sa.Index("ix_usage_credits_customer_pending", "customer_id", "invoice_id"),
 )
 
+
 # Every refund attempt of a paid invoice, recorded before Sippy's `accountCredit` is called: the
 # same discipline as charges (its reference travels in the payment notes and is looked up when
 # no answer came), so a refund is credited in Sippy exactly once.
 refund_attempts = sa.Table(
     "refund_attempts",
     metadata,
-    sa.Column("id", sa.Uuid, primary_key=True),
-    sa.Column("invoice_id", sa.Uuid, sa.ForeignKey("invoices.id"), nullable=False),
-    sa.Column("attempt_no", sa.Integer, nullable=False),
-    sa.Column("reference", sa.String(120), nullable=False, unique=True),
-    sa.Column("customer_id", sa.String(64), nullable=False),
-    sa.Column("sippy_account_id", sa.String(64), nullable=True),
-    sa.Column("amount_micros", sa.BigInteger, nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
+    *_money_move_columns(),
     # requested (by an admin, not sent yet), started (sent), then as a charge attempt ends.
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("code", sa.String(40), nullable=True),
-    sa.Column("message", sa.Text, nullable=True),
-    sa.Column("sippy_payment_id", sa.String(64), nullable=True),
     sa.Column("requested_by", sa.String(100), nullable=True),
     sa.Column("requested_at", UtcDateTime, nullable=False),
     sa.Column("started_at", UtcDateTime, nullable=True),
-    sa.Column("finished_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(
         "status IN ('requested', 'started', 'accepted', 'declined', 'unknown', 'not_applied')",
         name="status_known",

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.errors import InvalidInvoiceState, UnknownInvoice
-from billing.invoice import Invoice, InvoiceStatus, check_move
+from billing.invoice import InvoiceStatus, check_move, lock_invoice
 from billing.keys import (
     invoice_transfer_keys,
     undo_keys,
@@ -132,12 +132,9 @@ def act(
     """
     if action not in ACTIONS:
         raise InvalidInvoiceState(f"action must be one of {', '.join(ACTIONS)}", action=action)
-    row = session.execute(
-        sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
-    ).one_or_none()
-    if row is None:
+    invoice = lock_invoice(session, invoice_id)
+    if invoice is None:
         raise UnknownInvoice(f"no invoice {invoice_id}", invoice_id=str(invoice_id))
-    invoice = Invoice.from_row(row)
     allowed = ACTIONS_FROM[action]
     if invoice.status not in allowed or (action == "approve" and invoice.approved_at is not None):
         raise InvalidInvoiceState(

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from billing.chart import receivable_code, system_code
 from billing.errors import UnknownInvoice
-from billing.invoice import CHARGEABLE, Invoice, S, check_move
+from billing.invoice import CHARGEABLE, Invoice, S, check_move, lock_invoice
 from billing.keys import (
     charge_reference,
     invoice_paid_notice,
@@ -131,7 +131,7 @@ def plan_charge(
     """Decide what to do for the invoice, recording a new attempt when it is to be charged.
     A new attempt is recorded only once every earlier attempt has been looked up again
     (`earlier_checked`): until then the plan is `CheckEarlier`."""
-    invoice = _lock_invoice(session, invoice_id)
+    invoice = lock_invoice(session, invoice_id)
     if invoice is None:
         return Skip("unknown_invoice")
     open_attempt = session.execute(
@@ -337,13 +337,6 @@ def _account_of(session: Session, customer_id: str) -> Any:
     ).scalar_one_or_none()
 
 
-def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Invoice | None:
-    row = session.execute(
-        sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
-    ).one_or_none()
-    return None if row is None else Invoice.from_row(row)
-
-
 def _attempt(session: Session, condition: sa.ColumnElement[bool]) -> Attempt | None:
     row = session.execute(sa.select(payment_attempts).where(condition)).one_or_none()
     return None if row is None else Attempt.from_row(row)
@@ -354,7 +347,7 @@ def _lock_attempt(session: Session, attempt_id: uuid.UUID) -> tuple[Invoice, Att
     invoice_id = session.execute(
         sa.select(payment_attempts.c.invoice_id).where(payment_attempts.c.id == attempt_id)
     ).scalar_one()
-    invoice = _lock_invoice(session, invoice_id)
+    invoice = lock_invoice(session, invoice_id)
     attempt = _attempt(session, payment_attempts.c.id == attempt_id)
     assert invoice is not None and attempt is not None  # a foreign key holds the pair
     return invoice, attempt
@@ -390,7 +383,7 @@ def settle_from_statement(
 
     Raises: UnknownInvoice.
     """
-    invoice = _lock_invoice(session, invoice_id)
+    invoice = lock_invoice(session, invoice_id)
     if invoice is None:
         raise UnknownInvoice(f"no invoice {invoice_id}", invoice_id=str(invoice_id))
     if invoice.status == S.PAID:
@@ -584,7 +577,7 @@ def _notify(
 def mark_unsettled(session: Session, invoice_id: uuid.UUID, reason: str, now: datetime) -> None:
     """An invoice whose settlement was reversed (Sippy has no such debit): failed, with the
     reason, and no automatic retry: an admin decides (retry or cancel)."""
-    invoice = _lock_invoice(session, invoice_id)
+    invoice = lock_invoice(session, invoice_id)
     if invoice is not None and invoice.status == S.PAID:
         _update_invoice(
             session, invoice, now, status=S.FAILED, next_retry_at=None, last_error=reason

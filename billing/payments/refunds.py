@@ -21,7 +21,7 @@ import uuid6
 from sqlalchemy.orm import Session
 
 from billing.errors import InvalidInvoiceState
-from billing.invoice import Invoice, InvoiceStatus, check_move
+from billing.invoice import Invoice, InvoiceStatus, check_move, lock_invoice
 from billing.keys import refund_reference, refund_settlement_key, settlement_key, undo_keys
 from billing.outbox import queue_refund
 from billing.payments.charging import Call, ChargePolicy, CheckEarlier, Lookup, Plan, Skip
@@ -93,7 +93,7 @@ def plan_refund(
 ) -> Plan:
     """What to do next for the invoice's refund, marking a requested attempt `started` when it
     is to be sent (committed before Sippy is called)."""
-    invoice = _lock_invoice(session, invoice_id)
+    invoice = lock_invoice(session, invoice_id)
     if invoice is None:
         return Skip("unknown_invoice")
     attempt = _latest(session, invoice_id, ("requested", *OPEN))
@@ -126,7 +126,7 @@ def record_refund(
 ) -> str:
     """Apply Sippy's answer to an open refund attempt; a closed one is left as it is."""
     attempt = _attempt(session, attempt_id)
-    invoice = _lock_invoice(session, attempt.invoice_id)
+    invoice = lock_invoice(session, attempt.invoice_id)
     if attempt.status not in OPEN or invoice is None:
         return str(attempt.status)
     if outcome.status == "accepted":
@@ -148,7 +148,7 @@ def resolve_refund(
     """Close an attempt (open, or an earlier one looked up again) from Sippy's history: found
     completes the refund, absent means Sippy never credited it."""
     attempt = _attempt(session, attempt_id)
-    invoice = _lock_invoice(session, attempt.invoice_id)
+    invoice = lock_invoice(session, attempt.invoice_id)
     if invoice is None or invoice.status == InvoiceStatus.REFUNDED:
         return InvoiceStatus.REFUNDED
     if payment is not None:
@@ -233,13 +233,6 @@ def _charged_account(session: Session, invoice_id: uuid.UUID) -> str | None:
         .order_by(payment_attempts.c.attempt_no.desc())
         .limit(1)
     ).scalar_one_or_none()
-
-
-def _lock_invoice(session: Session, invoice_id: uuid.UUID) -> Invoice | None:
-    row = session.execute(
-        sa.select(invoices).where(invoices.c.id == invoice_id).with_for_update()
-    ).one_or_none()
-    return None if row is None else Invoice.from_row(row)
 
 
 def _attempt(session: Session, attempt_id: uuid.UUID) -> Any:
