@@ -286,14 +286,12 @@ def migrate_legacy_command(export: Any, fmt: str | None, month: str | None, dry_
 @with_appcontext
 @click.option("--burst", is_flag=True, help="exit when the queues are empty")
 def worker(burst: bool) -> None:
-    """Run an RQ worker on the billing, payments, notifications and reconciliation queues."""
-    from rq import Queue, Worker
+    """Run an RQ worker on the billing, payments, notifications and reconciliation queues.
+    Survives Redis outages: a fresh RQ worker starts once Redis answers again
+    (`jobs.worker_loop`); SIGTERM or SIGINT stop it after the running job, a second one at once."""
+    from jobs.worker_loop import WorkerLoop
 
-    from jobs.schedule import QUEUES
-
-    connection = _redis()
-    queues = [Queue(name, connection=connection) for name in QUEUES]
-    Worker(queues, connection=connection).work(burst=burst)
+    WorkerLoop(_redis(), burst=burst).run()
 
 
 @click.command("scheduler")
