@@ -6,6 +6,11 @@ real, so triggers, constraints and concurrent units of work behave as in product
 
 Also the one HTTP client of the tests (`api`, `make_api`: see `tests.client`) and the Sippy
 simulator (`sim`, `start_sim`), each stopped after the test that started it.
+
+For the job and fault tests: a Redis to stop and start again (`restartable_redis`, a
+`tests.redisserver.RedisServer`) and a client of it (`redis`), `smsledger` subprocesses
+(`launch`: see `tests.processes`), each stopped by its PID after the test, and all they run on
+together (`rig`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
@@ -26,8 +33,11 @@ from billing.access.api_keys import create_key
 from infra.config import Config
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from sippy_simulator.server import SimulatorHandle, start_simulator
+from tests import redisserver
 from tests.client import ApiClient
 from tests.pgserver import PostgresServer
+from tests.processes import Launcher, Rig, smsledger_env
+from tests.redisserver import RedisServer
 
 TEMPLATE = "smsledger_template"
 _counter = itertools.count()
@@ -173,3 +183,45 @@ def start_sim() -> Iterator[Callable[..., SimulatorHandle]]:
 def sim(start_sim: Callable[..., SimulatorHandle], clock: Clock) -> SimulatorHandle:
     """A Sippy simulator with its default accounts, on the test's clock."""
     return start_sim(clock=clock)
+
+
+@pytest.fixture
+def restartable_redis() -> Iterator[RedisServer]:
+    """A `redis-server` of the test's own, to `stop()` and `start()` again (empty: no
+    persistence); removed after the test."""
+    with redisserver.restartable_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis(restartable_redis: RedisServer) -> Iterator[Redis]:
+    """A client of `restartable_redis` (it reconnects by itself after a restart)."""
+    connection = Redis.from_url(restartable_redis.url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Launcher]:
+    """`launch(name, *args, **env)`: `smsledger *args` with `env` over the test's environment,
+    its output in `tmp_path/name.log` (`launch.log(name)`); each one still running is stopped
+    by its PID after the test."""
+    launcher = Launcher(tmp_path)
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture
+def rig(
+    pg_url: str,
+    sessions: sessionmaker[Session],
+    restartable_redis: RedisServer,
+    redis: Redis,
+    start_sim: Callable[..., SimulatorHandle],
+    launch: Launcher,
+) -> Rig:
+    """The test's database, `restartable_redis` and a Sippy simulator on real time (the
+    subprocesses' clock), for `smsledger` processes to `start` on: see `tests.processes.Rig`."""
+    sim = start_sim()
+    env = smsledger_env(pg_url, restartable_redis.url, sim)
+    return Rig(sessions, restartable_redis, redis, sim, launch, env)

@@ -1,20 +1,26 @@
 """Arranging billing states through the public service functions (rates, usage, closes), shared
-by the integration, job and API tests."""
+by the integration, job and API tests, and reading what came of them (rows, Sippy's debits of an
+invoice, its settlements, where billing and the ledger disagree)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.invoicing.closing import close_periods
+from billing.customers import update_customer
+from billing.invoicing.closing import CloseSummary, close_periods
+from billing.invoicing.cycle_runner import run_cycle
 from billing.settings import BillingDefaults
 from billing.usage.ingestion import ingest_usage, validate_events
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.db import run_in_transaction, unit_of_work
+from ledger.tables import transfers
+from sippy_simulator.server import SimulatorHandle
 
 #: The one sample rate table of the tests: 19 versions in USD and EUR, two of a wholesale plan.
 #: A test that needs another rate adds it itself, in the open.
@@ -60,6 +66,36 @@ def close(sessions: sessionmaker[Session], frequency: str, now: datetime, **kw: 
 def rows(sessions: sessionmaker[Session], table: sa.Table, *where: Any) -> list[Any]:
     with unit_of_work(sessions) as session:
         return session.execute(sa.select(table).where(*where)).all()
+
+
+def bill_yesterday(sessions: sessionmaker[Session], now: datetime) -> CloseSummary:
+    """User u1 (Sippy account 1001) with two SMS yesterday at noon, and the daily cycle run at
+    `now` (`run_cycle`, as the scheduler's close job does): its summary. The rates must be
+    loaded before (`load_rates`); the one invoice is due at once."""
+    yesterday = (now - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    post(sessions, now, sms("m1", yesterday, user="u1"), sms("m2", yesterday, user="u1"))
+    with unit_of_work(sessions) as session:
+        update_customer(session, "u1", now, sippy_account_id="1001")
+    summary, _ = run_cycle(sessions, "daily", now, DEFAULTS)
+    return summary
+
+
+def debits_for(sim: SimulatorHandle, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Sippy's own record: debits whose notes carry this invoice's reference."""
+    prefix = f"smsledger:{invoice_id}:"
+    return [
+        p for p in sim.state.payments() if p["type"] == "debit" and p["notes"].startswith(prefix)
+    ]
+
+
+def settlements(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[Any]:
+    """The ledger's settlement transfers of this invoice."""
+    return rows(
+        sessions,
+        transfers,
+        transfers.c.kind == "settlement",
+        transfers.c.metadata["invoice_id"].as_string() == str(invoice_id),
+    )
 
 
 def billing_disagreements(session: Session, customer_id: str) -> list[str]:

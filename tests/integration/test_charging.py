@@ -28,7 +28,17 @@ from ledger.money import Money
 from ledger.tables import transfers
 from sippy_simulator.server import SimulatorHandle
 from tests.conftest import Clock
-from tests.scenarios import DEFAULTS, at, close, load_rates, post, rows, sms
+from tests.scenarios import (
+    DEFAULTS,
+    at,
+    close,
+    debits_for,
+    load_rates,
+    post,
+    rows,
+    settlements,
+    sms,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -94,23 +104,6 @@ def invoice_of(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> Any:
 def attempts_of(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[Any]:
     found = rows(sessions, payment_attempts, payment_attempts.c.invoice_id == invoice_id)
     return sorted(found, key=lambda a: a.attempt_no)
-
-
-def debits_for(sim: SimulatorHandle, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Sippy's own record: debits whose notes carry this invoice's reference."""
-    prefix = f"smsledger:{invoice_id}:"
-    return [
-        p for p in sim.state.payments() if p["type"] == "debit" and p["notes"].startswith(prefix)
-    ]
-
-
-def settlements(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[Any]:
-    return rows(
-        sessions,
-        transfers,
-        transfers.c.kind == "settlement",
-        transfers.c.metadata["invoice_id"].as_string() == str(invoice_id),
-    )
 
 
 def notices(sessions: sessionmaker[Session], kind: str) -> list[Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from redis import Redis
@@ -18,7 +18,8 @@ from infra.config import Config
 from jobs.schedule import CRON_SCHEDULES, SCHEDULE_IDS, missing_schedules, register
 from jobs.scheduler_loop import Backoff, SchedulerLoop
 from tests.client import ApiClient
-from tests.redisserver import RedisServer, restartable_redis
+from tests.processes import wait_until
+from tests.redisserver import RedisServer
 
 DISPATCH = "schedule-payments-dispatch"
 DELIVER = "schedule-notifications-deliver"
@@ -26,34 +27,9 @@ THRESHOLD = "schedule-billing-threshold"
 CLOSES = [job_id for job_id, _, _ in CRON_SCHEDULES]
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with restartable_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def redis(server: RedisServer) -> Iterator[Redis]:
-    connection = Redis.from_url(server.url)
-    yield connection
-    connection.close()
-
-
 def queued(redis: Redis) -> dict[str, list[str]]:
     names = ("billing", "payments", "notifications", "reconciliation")
     return {name: sorted(Queue(name, connection=redis).job_ids) for name in names}
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except OSError:  # redis-py's ConnectionError is one: Redis is still down
-            pass
-        time.sleep(0.05)
-    return False
 
 
 def test_missing_schedules_names_those_without_a_due_time_or_a_job(redis: Redis) -> None:
@@ -92,7 +68,7 @@ def test_a_pass_registers_vanished_schedules_again_with_the_sweeps_due_at_once(
 
 
 def test_the_loop_outlives_a_redis_restart_and_logs_the_outage_once(
-    server: RedisServer, redis: Redis, caplog: pytest.LogCaptureFixture
+    restartable_redis: RedisServer, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     loop = SchedulerLoop(
         Scheduler(queue_name="billing", connection=redis, interval=1),
@@ -104,9 +80,9 @@ def test_the_loop_outlives_a_redis_restart_and_logs_the_outage_once(
     thread.start()
     try:
         assert wait_until(lambda: missing_schedules(redis) == [], 5)
-        server.stop()
+        restartable_redis.stop()
         time.sleep(2)  # many failed passes, with the backoff at its cap
-        server.start()
+        restartable_redis.start()
         assert wait_until(lambda: missing_schedules(redis) == [], 5)
         assert thread.is_alive()
     finally:
@@ -137,9 +113,9 @@ def test_the_backoff_doubles_up_to_its_cap_with_jitter_below_each_step() -> None
 
 @pytest.mark.postgres
 def test_readiness_names_missing_schedules(
-    make_api: Callable[..., ApiClient], pg_url: str, server: RedisServer, redis: Redis
+    make_api: Callable[..., ApiClient], pg_url: str, restartable_redis: RedisServer, redis: Redis
 ) -> None:
-    nobody = make_api(Config(database_url=pg_url, redis_url=server.url)).anonymous()
+    nobody = make_api(Config(database_url=pg_url, redis_url=restartable_redis.url)).anonymous()
 
     def checks() -> tuple[int, str, dict[str, str]]:
         answer = nobody.get("/readyz")
@@ -153,16 +129,16 @@ def test_readiness_names_missing_schedules(
     scheduler.cancel(DISPATCH)
     missing = {"database": "ok", "redis": "ok", "schedules": f"missing: {DISPATCH}"}
     assert checks() == (503, "unavailable", missing)
-    server.stop()
+    restartable_redis.stop()
     down = {"database": "ok", "redis": "unavailable", "schedules": "unknown"}
     assert checks() == (503, "unavailable", down)
 
 
 @pytest.mark.postgres
 def test_the_burst_scheduler_registers_enqueues_what_is_due_and_exits(
-    make_api: Callable[..., ApiClient], pg_url: str, server: RedisServer, redis: Redis
+    make_api: Callable[..., ApiClient], pg_url: str, restartable_redis: RedisServer, redis: Redis
 ) -> None:
-    app = make_api(Config(database_url=pg_url, redis_url=server.url)).app
+    app = make_api(Config(database_url=pg_url, redis_url=restartable_redis.url)).app
     result = app.test_cli_runner().invoke(args=["scheduler", "--burst"])
     assert result.exit_code == 0, result.output
     assert f"schedules registered: {', '.join(SCHEDULE_IDS)}" in result.output

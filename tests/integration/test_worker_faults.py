@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.customers import update_customer
-from billing.invoicing.cycle_runner import run_cycle
 from billing.payments.charge_runner import charge_invoice as charge_step
 from billing.payments.charging import ChargePolicy, due_charges
 from billing.payments.sippy_client import SippyClient
@@ -36,11 +33,10 @@ from billing.settings import BillingDefaults
 from billing.tables import invoices, payment_attempts
 from jobs.payments import charge_invoice
 from ledger.checks import check_ledger
-from ledger.db import make_engine, make_session_factory, unit_of_work
-from ledger.tables import transfers
-from sippy_simulator.server import SimulatorHandle
-from tests.redisserver import RedisServer, restartable_redis
-from tests.scenarios import load_rates, post, rows, sms
+from ledger.db import unit_of_work
+from tests import processes
+from tests.processes import Rig
+from tests.scenarios import bill_yesterday, debits_for, load_rates, rows, settlements
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 
@@ -55,114 +51,33 @@ BACK_LINE = "Redis answers again: the worker resumes"
 
 
 def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except OSError:  # redis-py's ConnectionError is one: Redis is still down
-            pass
-        time.sleep(0.02)
-    return False
+    """`tests.processes.wait_until`, asking every 20 ms."""
+    return processes.wait_until(condition, seconds, interval=0.02)
 
 
 @pytest.fixture
-def redis_process() -> Iterator[RedisServer]:
-    with restartable_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def redis(redis_process: RedisServer) -> Iterator[Redis]:
-    connection = Redis.from_url(redis_process.url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(pg_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """`launch(name, **env)`: `smsledger worker` with `env` over the test's environment, its
-    output in `tmp_path/name.log`; each one still running is stopped by its PID afterwards."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
-    command = str(Path(sys.executable).parent / "smsledger")
-
-    def launch(name: str, **env: str) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [command, "worker"],
-                cwd=tmp_path,
-                env={**os.environ, "LOG_FORMAT": "text", **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        started.append((process, log))
-        return process
-
-    yield launch
-    for process, log in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        print(f"--- {log.name} (exit {process.returncode})\n{log.read_text()[-4000:]}")
-
-
-def worker_env(pg_url: str, redis_url: str, sim: SimulatorHandle) -> dict[str, str]:
-    return {
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_url,
-        "SIPPY_URL": sim.xmlapi_url,
-        "SIPPY_USERNAME": "smsledger",
-        "SIPPY_PASSWORD": "secret",
-        "SIPPY_TIMEOUT_S": "10",  # longer than the simulator's hold: the call is not given up
-        "SIPPY_IN_FLIGHT_GRACE_S": str(GRACE_S),
-    }
-
-
-def due_invoice(sessions: sessionmaker[Session]) -> uuid.UUID:
+def invoice_id(rig: Rig) -> uuid.UUID:
     """User u1 (Sippy account 1001) with two SMS yesterday, closed now: its invoice, due."""
     now = datetime.now(UTC)
-    load_rates(sessions, now - timedelta(days=3))
-    yesterday = (now - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
-    post(sessions, now, sms("m1", yesterday, user="u1"), sms("m2", yesterday, user="u1"))
-    with unit_of_work(sessions) as session:
-        update_customer(session, "u1", now, sippy_account_id="1001")
-    summary, _ = run_cycle(sessions, "daily", now, BillingDefaults())
+    load_rates(rig.sessions, now - timedelta(days=3))
+    summary = bill_yesterday(rig.sessions, now)
     assert summary.invoices_created == 1
-    (invoice,) = rows(sessions, invoices)
+    (invoice,) = rows(rig.sessions, invoices)
     return uuid.UUID(str(invoice.id))
+
+
+def start_worker(rig: Rig, name: str) -> subprocess.Popen[bytes]:
+    """A `smsledger worker` on the rig, its output in `name.log`."""
+    return rig.start(
+        name,
+        "worker",
+        SIPPY_TIMEOUT_S="10",  # longer than the simulator's hold: the call is not given up
+        SIPPY_IN_FLIGHT_GRACE_S=str(GRACE_S),
+    )
 
 
 def attempts(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[Any]:
     return rows(sessions, payment_attempts, payment_attempts.c.invoice_id == invoice_id)
-
-
-def debits_for(sim: SimulatorHandle, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Sippy's own record: debits whose notes carry this invoice's reference."""
-    prefix = f"smsledger:{invoice_id}:"
-    return [
-        p for p in sim.state.payments() if p["type"] == "debit" and p["notes"].startswith(prefix)
-    ]
-
-
-def settlements(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> list[Any]:
-    return rows(
-        sessions,
-        transfers,
-        transfers.c.kind == "settlement",
-        transfers.c.metadata["invoice_id"].as_string() == str(invoice_id),
-    )
 
 
 def status_of(sessions: sessionmaker[Session], invoice_id: uuid.UUID) -> str:
@@ -201,22 +116,14 @@ def run_job(redis: Redis, job_id: str, invoice_id: uuid.UUID, seconds: float = 2
 
 @pytest.mark.parametrize("victims", ["worker and work horse", "worker only"])
 def test_a_worker_killed_inside_the_sippy_call_charges_the_invoice_exactly_once(
-    victims: str,
-    pg_url: str,
-    sessions: sessionmaker[Session],
-    redis_process: RedisServer,
-    redis: Redis,
-    start_sim: Callable[..., SimulatorHandle],
-    launch: Callable[..., subprocess.Popen[bytes]],
+    victims: str, rig: Rig, invoice_id: uuid.UUID
 ) -> None:
     """RQ's forking worker runs the job in a work horse, in its own process group: SIGKILL to
     the worker's PID alone leaves the horse to finish the charge ("worker only"); a lost
     machine or container takes both ("worker and work horse"), and the open attempt is
     settled by a lookup once the grace is past."""
-    sim = start_sim()
-    invoice_id = due_invoice(sessions)
-    env = worker_env(pg_url, redis_process.url, sim)
-    first = launch("first", **env)
+    sessions, redis, sim = rig.sessions, rig.redis, rig.sim
+    first = start_worker(rig, "first")
     assert wait_until(lambda: idle(redis, first.pid), 30), "the first worker never went idle"
     sim.state.inject_fault(kind="slow", method="accountDebit", delay_s=SIPPY_DELAY_S)
     Queue("payments", connection=redis).enqueue(
@@ -238,7 +145,7 @@ def test_a_worker_killed_inside_the_sippy_call_charges_the_invoice_exactly_once(
     assert debits_for(sim, invoice_id) == []  # the simulator still holds the call
     assert wait_until(lambda: len(debits_for(sim, invoice_id)) == 1, 10), "Sippy never debited"
 
-    second = launch("second", **env)
+    second = start_worker(rig, "second")
     assert wait_until(lambda: idle(redis, second.pid), 30), "the fresh worker never went idle"
     if victims == "worker and work horse":
         (attempt,) = attempts(sessions, invoice_id)
@@ -278,23 +185,16 @@ def test_a_worker_killed_inside_the_sippy_call_charges_the_invoice_exactly_once(
 
 
 def test_the_worker_outlives_a_redis_restart_and_charges_with_the_same_pid(
-    pg_url: str,
-    sessions: sessionmaker[Session],
-    redis_process: RedisServer,
-    redis: Redis,
-    start_sim: Callable[..., SimulatorHandle],
-    launch: Callable[..., subprocess.Popen[bytes]],
-    tmp_path: Path,
+    rig: Rig, invoice_id: uuid.UUID
 ) -> None:
-    sim = start_sim()
-    invoice_id = due_invoice(sessions)
-    worker = launch("worker", **worker_env(pg_url, redis_process.url, sim))
+    sessions, redis, sim = rig.sessions, rig.redis, rig.sim
+    worker = start_worker(rig, "worker")
     assert wait_until(lambda: idle(redis, worker.pid), 30), "the worker never went idle"
 
-    redis_process.stop()
+    rig.server.stop()
     time.sleep(OUTAGE_SECONDS)
     assert worker.poll() is None, "the worker died during the outage"
-    redis_process.start()  # empty: no persistence
+    rig.server.start()  # empty: no persistence
     assert wait_until(lambda: idle(redis, worker.pid), 20), "the worker did not come back"
 
     job = Queue("payments", connection=redis).enqueue(charge_invoice, str(invoice_id))
@@ -306,5 +206,5 @@ def test_the_worker_outlives_a_redis_restart_and_charges_with_the_same_pid(
     assert charged_by is not None and charged_by.pid == worker.pid
     assert len(debits_for(sim, invoice_id)) == 1
     assert worker.poll() is None
-    log = (tmp_path / "worker.log").read_text()
+    log = rig.launch.log("worker")
     assert log.count(OUTAGE_LINE) == 1 and log.count(BACK_LINE) == 1

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,8 @@ from infra.config import Config
 from jobs.scheduler_loop import Backoff
 from jobs.worker_loop import WorkerLoop
 from tests.client import ApiClient
-from tests.redisserver import RedisServer, restartable_redis
+from tests.processes import wait_until
+from tests.redisserver import RedisServer
 
 QUEUE = "payments"
 OUTAGE = ("WARNING", "Redis does not answer: the worker retries until it does")
@@ -41,31 +42,6 @@ def note(path: str, seconds: float = 0.0) -> str:
     with open(path, "a", encoding="utf-8") as out:
         out.write("done\n")
     return "done"
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with restartable_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def redis(server: RedisServer) -> Iterator[Redis]:
-    connection = Redis.from_url(server.url)
-    yield connection
-    connection.close()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except OSError:  # redis-py's ConnectionError is one: Redis is still down
-            pass
-        time.sleep(0.05)
-    return False
 
 
 def states(redis: Redis) -> list[str]:
@@ -120,7 +96,7 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_an_idle_worker_outlives_a_redis_restart_and_logs_the_outage_once(
-    server: RedisServer, redis: Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    restartable_redis: RedisServer, redis: Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     done = tmp_path / "done"
@@ -128,9 +104,9 @@ def test_an_idle_worker_outlives_a_redis_restart_and_logs_the_outage_once(
 
     def script() -> None:
         assert wait_until(lambda: states(redis) == ["idle"], 10), "the worker never went idle"
-        server.stop()
+        restartable_redis.stop()
         time.sleep(2)  # many attempts, with the backoff at its cap
-        server.start()  # empty: no persistence
+        restartable_redis.start()  # empty: no persistence
         assert wait_until(lambda: states(redis) == ["idle"], 10), "no worker after the restart"
         jobs.append(Queue(QUEUE, connection=redis).enqueue(note, str(done)))
         assert wait_until(done.exists, 10), "the job enqueued after the restart never ran"
@@ -143,7 +119,7 @@ def test_an_idle_worker_outlives_a_redis_restart_and_logs_the_outage_once(
 
 
 def test_a_redis_outage_during_a_job_lets_it_finish_and_a_fresh_worker_takes_the_next(
-    server: RedisServer, redis: Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    restartable_redis: RedisServer, redis: Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The work horse needs no Redis for the job itself: the loop waits for it to end, then
     starts a fresh worker once Redis answers."""
@@ -153,10 +129,10 @@ def test_a_redis_outage_during_a_job_lets_it_finish_and_a_fresh_worker_takes_the
     def script() -> None:
         Queue(QUEUE, connection=redis).enqueue(note, str(first), 2.0)
         assert wait_until(lambda: states(redis) == ["busy"], 10), "the job never started"
-        server.stop()
+        restartable_redis.stop()
         assert wait_until(first.exists, 10), "the job did not finish without Redis"
         time.sleep(1)
-        server.start()
+        restartable_redis.start()
         assert wait_until(lambda: states(redis) == ["idle"], 10), "no worker after the restart"
         Queue(QUEUE, connection=redis).enqueue(note, str(second))
         assert wait_until(second.exists, 10), "the next job never ran"
@@ -235,11 +211,11 @@ def test_a_second_sigterm_kills_the_running_job_and_exits(redis: Redis, tmp_path
 
 
 def test_a_burst_worker_started_while_redis_is_down_waits_for_it(
-    server: RedisServer, redis: Redis, caplog: pytest.LogCaptureFixture
+    restartable_redis: RedisServer, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    server.stop()
-    timer = threading.Timer(1.5, server.start)
+    restartable_redis.stop()
+    timer = threading.Timer(1.5, restartable_redis.start)
     timer.start()
     started = time.monotonic()
     try:
@@ -254,13 +230,13 @@ def test_a_burst_worker_started_while_redis_is_down_waits_for_it(
 def test_the_cli_burst_worker_runs_what_is_queued_and_exits(
     make_api: Callable[..., ApiClient],
     pg_url: str,
-    server: RedisServer,
+    restartable_redis: RedisServer,
     redis: Redis,
     tmp_path: Path,
 ) -> None:
     done = tmp_path / "done"
     job = Queue(QUEUE, connection=redis).enqueue(note, str(done))
-    app = make_api(Config(database_url=pg_url, redis_url=server.url)).app
+    app = make_api(Config(database_url=pg_url, redis_url=restartable_redis.url)).app
     result = app.test_cli_runner().invoke(args=["worker", "--burst"])
     assert result.exit_code == 0, result.output
     assert done.read_text() == "done\n" and job.get_status(refresh=True) == "finished"
