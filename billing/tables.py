@@ -116,7 +116,17 @@ invoices = sa.Table(
         "status IN ('pending', 'processing', 'paid', 'failed', 'cancelled', 'refunded')",
         name="status_known",
     ),
-    sa.UniqueConstraint("customer_id", "period_start", name="uq_invoices_customer_period"),
+    # One standing invoice per customer and period start: a cancelled one does not count, so
+    # the late usage of a period whose invoice was cancelled can be invoiced again (the
+    # cancelled invoice's own usage stays written off, linked to it in `invoice_usage`).
+    sa.Index(
+        "uq_invoices_customer_period",
+        "customer_id",
+        "period_start",
+        unique=True,
+        postgresql_where=sa.text("status <> 'cancelled'"),
+        sqlite_where=sa.text("status <> 'cancelled'"),
+    ),
     sa.Index("ix_invoices_customer_status", "customer_id", "status"),
     sa.Index("ix_invoices_status_next_retry_at", "status", "next_retry_at"),
 )

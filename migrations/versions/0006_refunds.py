@@ -1,6 +1,7 @@
 """Refunds and credits: invoices may end `refunded`, every refund attempt is recorded before
 Sippy's `accountCredit` is called (same exactly-once discipline as charges), and voided
-messages that were billed already are credited on the next invoice.
+messages that were billed already are credited on the next invoice; and a cancelled invoice no
+longer holds its customer's period start, so the period's late usage can be invoiced again.
 
 Revision ID: 0006
 Revises: 0005
@@ -26,6 +27,12 @@ def upgrade() -> None:
         batch_op.drop_constraint(op.f('ck_invoices_status_known'), type_='check')
         batch_op.create_check_constraint(op.f('ck_invoices_status_known'), NEW_STATUSES)
         batch_op.add_column(sa.Column('credit_micros', sa.BigInteger(), server_default='0', nullable=False))
+        batch_op.drop_constraint('uq_invoices_customer_period', type_='unique')
+        batch_op.create_index(
+            'uq_invoices_customer_period', ['customer_id', 'period_start'], unique=True,
+            postgresql_where=sa.text("status <> 'cancelled'"),
+            sqlite_where=sa.text("status <> 'cancelled'"),
+        )
     op.create_table('usage_credits',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('customer_id', sa.String(length=64), nullable=False),
@@ -79,6 +86,8 @@ def downgrade() -> None:
         batch_op.drop_index('ix_usage_credits_customer_pending')
     op.drop_table('usage_credits')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_index('uq_invoices_customer_period')
+        batch_op.create_unique_constraint('uq_invoices_customer_period', ['customer_id', 'period_start'])
         batch_op.drop_column('credit_micros')
         batch_op.drop_constraint(op.f('ck_invoices_status_known'), type_='check')
         batch_op.create_check_constraint(op.f('ck_invoices_status_known'), OLD_STATUSES)

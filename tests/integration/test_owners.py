@@ -272,3 +272,47 @@ def test_a_billed_message_voided_is_credited_on_the_next_invoice(
     agree(api)
     refused = reverse(api, credit["id"], "undo-credit")
     assert refused.status_code == 409 and detail["id"] in refused.json["error"]["message"]
+
+
+def test_late_usage_of_a_period_whose_invoice_was_cancelled_is_invoiced_again(
+    api: ApiClient, clock: Clock
+) -> None:
+    """Found by the seeded simulation (seed 201): the new invoice took the cancelled one's
+    period start, hit the unique key, and the whole cycle failed for every customer."""
+    api.runtime.extras.pop("dispatch_charges")
+    with unit_of_work(api.sessions) as session:
+        update_customer(session, "42", clock(), sippy_account_id=None)
+    clock.now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    api.as_cron().post("/api/cron/process-sms-billing?type=daily")
+    admin = api.as_role("admin")
+    (cancelled,) = admin.get(RECORDS).json["items"]
+    assert (
+        admin.post(RECORDS, {"billingId": cancelled["id"], "action": "cancel"}).status_code == 200
+    )
+    late = sms("late", datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
+    assert api.as_role("service").post("/api/usage", late).status_code == 201
+
+    again = api.as_cron().post("/api/cron/process-sms-billing?type=daily").json
+    assert (again["errors"], again["invoices_created"]) == (0, 1)
+    records = {r["status"]: r for r in admin.get(RECORDS).json["items"]}
+    assert records["pending"]["period_start"] == cancelled["period_start"]
+    assert records["pending"]["message_count"] == 1  # only the late one: the rest is written off
+    agree(api)
+    api.runtime.extras["dispatch_charges"] = dispatch_charges
+
+
+def test_a_refund_sippy_declines_leaves_the_invoice_paid_and_can_be_asked_again(
+    api: ApiClient, clock: Clock
+) -> None:
+    sim: SimulatorHandle = api.runtime.extras["sim"]
+    record = paid_invoice(api, clock)
+    sim.state.inject_fault(method="accountCredit", kind="fault", fault_code=423)
+    admin = api.as_role("admin")
+    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
+    assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "paid"
+    assert credits(sim) == []
+    agree(api)
+    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
+    assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "refunded"
+    assert len(credits(sim)) == 1  # the declined one was looked up again first: absent
+    agree(api)
