@@ -16,7 +16,7 @@ from billing.customers import update_customer
 from billing.payments.sippy_client import SippyClient
 from infra.config import Config
 from jobs import context
-from jobs.payments import dispatch_charges
+from jobs.payments import dispatch_charges, refund_invoice
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 from sippy_simulator.server import SimulatorHandle
@@ -315,4 +315,24 @@ def test_a_refund_sippy_declines_leaves_the_invoice_paid_and_can_be_asked_again(
     assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
     assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "refunded"
     assert len(credits(sim)) == 1  # the declined one was looked up again first: absent
+    agree(api)
+
+
+def test_a_refund_lost_in_transport_is_looked_up_then_asked_again_and_credited_once(
+    api: ApiClient, clock: Clock
+) -> None:
+    sim: SimulatorHandle = api.runtime.extras["sim"]
+    record = paid_invoice(api, clock)
+    sim.state.inject_fault(method="accountCredit", kind="reset")
+    admin = api.as_role("admin")
+    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
+    assert refund_invoice(record["id"]) == "in_flight"  # unanswered, still within the grace
+    clock.now += timedelta(minutes=3)
+    assert refund_invoice(record["id"]) == "not_applied"  # looked up: Sippy never took it
+    assert credits(sim) == []
+    dispatch_charges()  # the new request is sent
+    assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "refunded"
+    assert len(credits(sim)) == 1
+    assert refund_invoice(record["id"]) == "refunded"  # nothing left to do
+    assert refund_invoice("00000000-0000-0000-0000-000000000000") == "unknown_invoice"
     agree(api)
