@@ -330,17 +330,8 @@ def serve(host: str, port: int, threads: int) -> None:
         from jobs import context
         from jobs.embedded import EmbeddedScheduler
 
-        client = context.sippy_client(state.config)
         context.configure(
-            context.JobContext(
-                state.sessions,
-                state.clock,
-                state.config.billing,
-                gateway=client,
-                sippy=client,
-                charge_policy=context.charge_policy(state.config),
-                webhook_secret=state.config.webhook_signing_secret,
-            )
+            context.from_config(state.config, sessions=state.sessions, clock=state.clock)
         )
         embedded = EmbeddedScheduler(state.clock)
         state.extras["dispatch_charges"] = embedded.wake

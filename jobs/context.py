@@ -67,15 +67,26 @@ def sippy_client(config: Config) -> SippyClient | None:
     )
 
 
-def from_config(config: Config, enqueue: Enqueue | None = None) -> JobContext:
-    engine = make_engine(config.database_url)
-    client = sippy_client(config)
+def from_config(
+    config: Config,
+    enqueue: Enqueue | None = None,
+    *,
+    sessions: Callable[[], Session] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    client: SippyClient | None = None,
+) -> JobContext:
+    """The context `config` describes. A worker gets its own engine and the system clock; the
+    embedded mode (and the simulation) pass the app's sessions and clock, jobs then run in
+    process; `client` replaces the Sippy client `SIPPY_*` describes."""
+    if sessions is None:
+        sessions = make_session_factory(make_engine(config.database_url))
+    gateway = client or sippy_client(config)
     return JobContext(
-        make_session_factory(engine),
-        lambda: datetime.now(UTC),
+        sessions,
+        clock or (lambda: datetime.now(UTC)),
         config.billing,
-        gateway=client,
-        sippy=client,
+        gateway=gateway,
+        sippy=gateway,
         charge_policy=charge_policy(config),
         webhook_secret=config.webhook_signing_secret,
         enqueue=enqueue,

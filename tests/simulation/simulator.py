@@ -411,14 +411,7 @@ def configure_jobs(api: ApiClient, sim: SimulatorHandle, config: SimConfig) -> N
     state = api.runtime
     client = SippyClient(sim.xmlapi_url, *SIPPY_LOGIN, timeout_s=config.sippy_timeout_s)
     context.configure(
-        context.JobContext(
-            state.sessions,
-            state.clock,
-            state.config.billing,
-            gateway=client,
-            sippy=client,
-            charge_policy=context.charge_policy(state.config),
-        )
+        context.from_config(state.config, sessions=state.sessions, clock=state.clock, client=client)
     )
     state.extras["dispatch_charges"] = dispatch_charges
 
