@@ -91,7 +91,8 @@ def post_usage() -> Any:
             'a batch is exactly {"events": [...]}',
             errors=[{"index": None, "field": "events", "code": "invalid_type"}],
         )
-    events = validate_events(raw_events if isinstance(raw_events, list) else [raw_events])
+    assert isinstance(raw_events, list)  # a lone event was wrapped, a bad batch refused above
+    events = validate_events(raw_events)
     if len(events) < GROUP_BELOW_EVENTS:
         results = _committer().submit(events)
     else:

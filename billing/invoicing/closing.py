@@ -245,13 +245,19 @@ def _credits_within(credits: list[tuple[int, int]], usage: int) -> tuple[tuple[i
 
 
 def _apply_credits(session: Session, new: list[NewInvoice]) -> None:
-    for invoice in new:
-        if invoice.credit_ids:
-            session.execute(
-                sa.update(usage_credits)
-                .where(usage_credits.c.id.in_(invoice.credit_ids))
-                .values(invoice_id=invoice.id)
-            )
+    """Mark each applied credit with its invoice: one executemany, whatever the count."""
+    links = [
+        {"credit": credit_id, "invoice": invoice.id}
+        for invoice in new
+        for credit_id in invoice.credit_ids
+    ]
+    if links:
+        session.execute(
+            sa.update(usage_credits)
+            .where(usage_credits.c.id == sa.bindparam("credit"))
+            .values(invoice_id=sa.bindparam("invoice")),
+            links,
+        )
 
 
 def _due_customers(

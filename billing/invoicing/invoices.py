@@ -100,15 +100,13 @@ def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
 
 
 def invoice_transfers(session: Session, invoice_id: uuid.UUID) -> list[Transfer]:
-    """The ledger transfers an invoice caused, found by their idempotency keys (indexed)."""
-    found: list[Transfer] = []
+    """The ledger transfers an invoice caused, found by their idempotency keys in one query
+    (the (kind, key, leg) unique index)."""
     references = [attempt.reference for attempt in payment_attempts_of(session, invoice_id)]
-    for kind, key in invoice_transfer_keys(invoice_id, references):
-        found.extend(
-            select_transfers(
-                session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
-            )
-        )
+    pairs = [(kind.value, key) for kind, key in invoice_transfer_keys(invoice_id, references)]
+    found = select_transfers(
+        session, sa.tuple_(transfers.c.kind, transfers.c.idempotency_key).in_(pairs)
+    )
     return sorted(found, key=lambda t: (t.posted_at, str(t.id)))
 
 

@@ -202,26 +202,14 @@ def _settlements(session: Session, invoice_id: uuid.UUID) -> list[Any]:
             payment_attempts.c.invoice_id == invoice_id, payment_attempts.c.status == "accepted"
         )
     ).scalars()
-    found: list[Any] = []
-    for reference in references:
-        found.extend(
-            t
-            for t in select_transfers(
-                session,
-                transfers.c.kind == Kind.SETTLEMENT.value,
-                transfers.c.idempotency_key == settlement_key(reference),
-            )
-            if not _reversed(session, t.id)
+    reversal = transfers.alias("reversal")
+    return list(
+        select_transfers(
+            session,
+            transfers.c.kind == Kind.SETTLEMENT.value,
+            transfers.c.idempotency_key.in_([settlement_key(r) for r in references]),
+            ~sa.exists().where(reversal.c.reverses_id == transfers.c.id),
         )
-    return found
-
-
-def _reversed(session: Session, transfer_id: uuid.UUID) -> bool:
-    return (
-        session.execute(
-            sa.select(sa.func.count()).where(transfers.c.reverses_id == transfer_id)
-        ).scalar_one()
-        > 0
     )
 
 

@@ -44,7 +44,7 @@ def void_usage(
     invoice and what to do with it).
     """
     usage = _usage_transfer(session, message_id)
-    customer_id = str((usage.metadata or {}).get("user_id") or _customer_of(usage))
+    customer_id = str((usage.metadata or {})["user_id"])  # every usage transfer names its user
     # The lock every usage post and every close takes first: a close cannot bill this message
     # while it is being voided, nor a void slip in after the close read it.
     unbilled = find_accounts(session, [unbilled_code(customer_id)])[unbilled_code(customer_id)]
@@ -103,11 +103,6 @@ def _transfers(session: Session, kind: Kind, key: str) -> list[Transfer]:
             session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
         )
     )
-
-
-def _customer_of(usage: Transfer) -> str:
-    # customer:<id>:unbilled is the usage's debit account.
-    return usage.debit_account.split(":", 1)[1].rsplit(":", 1)[0]
 
 
 def _uncount(session: Session, customer_id: str, usage: Transfer) -> None:

@@ -194,6 +194,18 @@ def credits(sim: SimulatorHandle) -> list[dict[str, Any]]:
     return [p for p in sim.state.payments(1001) if p["type"] == "credit"]
 
 
+def refund_with_fault(
+    api: ApiClient, clock: Clock, **fault: Any
+) -> tuple[SimulatorHandle, dict[str, Any]]:
+    """A paid invoice whose refund an admin asked for, with `fault` waiting at accountCredit."""
+    sim: SimulatorHandle = api.runtime.extras["sim"]
+    record = paid_invoice(api, clock)
+    sim.state.inject_fault(method="accountCredit", **fault)
+    refund = {"billingId": record["id"], "action": "refund"}
+    assert api.as_role("admin").post(RECORDS, refund).status_code == 200
+    return sim, record
+
+
 def test_a_paid_invoice_is_refunded_in_sippy_once_and_undone_in_the_ledger(
     api: ApiClient, clock: Clock
 ) -> None:
@@ -227,11 +239,8 @@ def test_a_paid_invoice_is_refunded_in_sippy_once_and_undone_in_the_ledger(
 def test_a_refund_sippy_applied_without_answering_is_found_and_never_given_twice(
     api: ApiClient, clock: Clock
 ) -> None:
-    sim: SimulatorHandle = api.runtime.extras["sim"]
-    record = paid_invoice(api, clock)
-    sim.state.inject_fault(method="accountCredit", kind="timeout_after_apply", delay_s=6)
+    sim, record = refund_with_fault(api, clock, kind="timeout_after_apply", delay_s=6)
     admin = api.as_role("admin")
-    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
     assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "paid"  # no answer yet
     assert len(credits(sim)) == 1  # Sippy applied it
     clock.now += timedelta(minutes=3)  # past the in-flight grace: the sweep looks it up
@@ -304,11 +313,8 @@ def test_late_usage_of_a_period_whose_invoice_was_cancelled_is_invoiced_again(
 def test_a_refund_sippy_declines_leaves_the_invoice_paid_and_can_be_asked_again(
     api: ApiClient, clock: Clock
 ) -> None:
-    sim: SimulatorHandle = api.runtime.extras["sim"]
-    record = paid_invoice(api, clock)
-    sim.state.inject_fault(method="accountCredit", kind="fault", fault_code=423)
+    sim, record = refund_with_fault(api, clock, kind="fault", fault_code=423)
     admin = api.as_role("admin")
-    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
     assert admin.get(f"{RECORDS}/{record['id']}").json["status"] == "paid"
     assert credits(sim) == []
     agree(api)
@@ -321,11 +327,8 @@ def test_a_refund_sippy_declines_leaves_the_invoice_paid_and_can_be_asked_again(
 def test_a_refund_lost_in_transport_is_looked_up_then_asked_again_and_credited_once(
     api: ApiClient, clock: Clock
 ) -> None:
-    sim: SimulatorHandle = api.runtime.extras["sim"]
-    record = paid_invoice(api, clock)
-    sim.state.inject_fault(method="accountCredit", kind="reset")
+    sim, record = refund_with_fault(api, clock, kind="reset")
     admin = api.as_role("admin")
-    assert admin.post(RECORDS, {"billingId": record["id"], "action": "refund"}).status_code == 200
     assert refund_invoice(record["id"]) == "in_flight"  # unanswered, still within the grace
     clock.now += timedelta(minutes=3)
     assert refund_invoice(record["id"]) == "not_applied"  # looked up: Sippy never took it
