@@ -26,10 +26,10 @@ from api import (
     user,
 )
 from api.jsonio import ExactJSONProvider
-from api.runtime import Runtime, system_clock
 from api.schemas import ErrorEnvelope
 from infra.config import Config
 from infra.logs import configure_logging
+from infra.runtime import Runtime, system_clock
 from ledger.db import make_engine, make_session_factory
 
 
@@ -123,6 +123,10 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     api.register_blueprint(metrics.blp)
     errors.register(app)
     app.before_request(_refuse_nul_in_url)
+
+    import web
+
+    web.register(app, config)
 
     from api.cli import register_commands
 

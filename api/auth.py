@@ -13,10 +13,10 @@ from cachetools import TTLCache
 from flask import g, request
 
 from api.errors import ApiError
-from api.runtime import runtime, transaction
 from billing.access.api_keys import role_for_key
 from billing.access.user_tokens import user_of_token
 from billing.errors import InvalidUserToken
+from infra.runtime import runtime, transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,7 +12,6 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
 from api.ledger import TransferOut, present_transfer
-from api.runtime import dispatch_charges_now, now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
 from billing.invoice import InvoiceStatus
@@ -26,6 +25,7 @@ from billing.invoicing.invoices import (
     payment_attempts_of,
 )
 from billing.settings import FREQUENCIES
+from infra.runtime import dispatch_charges_now, now, runtime, transaction
 
 blp = Blueprint(
     "billing_records", __name__, url_prefix="/api/admin/sms/billing", description="Billing records"

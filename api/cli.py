@@ -16,7 +16,6 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
-from api.runtime import runtime
 from billing.access.api_keys import create_key, first_admin_key
 from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
@@ -27,6 +26,7 @@ from billing.onboarding.legacy import migrate_legacy, parse_legacy
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES
 from billing.usage.rate_sheets import add_rates, parse_sheet
+from infra.runtime import runtime
 from jobs.context import sippy_client
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work

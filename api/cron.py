@@ -13,9 +13,9 @@ from marshmallow import Schema, fields, validate
 from api.auth import bearer_token, documented
 from api.blueprint import Blueprint
 from api.errors import ApiError
-from api.runtime import dispatch_charges_now, now, runtime
 from billing.invoicing.cycle_runner import run_cycle
 from billing.settings import FREQUENCIES
+from infra.runtime import dispatch_charges_now, now, runtime
 
 blp = Blueprint("cron", __name__, url_prefix="/api/cron", description="Scheduled billing")
 

@@ -10,7 +10,6 @@ from marshmallow import Schema, fields, validate
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import time_text
-from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
 from billing.customers import (
@@ -21,6 +20,7 @@ from billing.customers import (
     update_customer,
 )
 from billing.tables import CUSTOMER_STATUSES
+from infra.runtime import now, runtime, transaction
 
 blp = Blueprint("customers", __name__, url_prefix="/api/admin/customers", description="Customers")
 

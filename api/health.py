@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from api.blueprint import Blueprint
-from api.runtime import runtime
+from infra.runtime import runtime
 
 blp = Blueprint("health", __name__, description="Liveness and readiness")
 

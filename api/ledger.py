@@ -13,9 +13,9 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.errors import ApiError
 from api.fields import Instant, Money, money_text, time_text
-from api.runtime import now, transaction
 from api.schemas import PageQuery, page_of
 from billing import journal
+from infra.runtime import now, transaction
 from ledger.balances import account_balance, list_balances, statement, trial_balance
 from ledger.errors import UnknownAccount
 from ledger.model import MAX_KEY_LENGTH, Balance, EntryRequest, Kind, Leg, PostResult, Transfer

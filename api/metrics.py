@@ -16,9 +16,9 @@ from prometheus_client import (
 )
 
 from api.blueprint import Blueprint
-from api.runtime import transaction
 from billing.invoicing.stats import invoice_counts
 from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS, INVOICES
+from infra.runtime import transaction
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 

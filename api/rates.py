@@ -10,10 +10,10 @@ from marshmallow import Schema, fields, validate
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, money_text, time_text
-from api.runtime import now, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.usage import rate_sheets
 from billing.usage.rate_sheets import COLUMNS, add_rates
+from infra.runtime import now, transaction
 
 blp = Blueprint("rates", __name__, url_prefix="/api/admin/rates", description="Rate table")
 

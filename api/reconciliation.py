@@ -14,8 +14,8 @@ from api.auth import requires
 from api.blueprint import Blueprint, read_json
 from api.errors import ApiError
 from api.fields import Instant, time_text
-from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
+from infra.runtime import now, runtime, transaction
 from jobs.context import sippy_client
 from reconciliation.errors import SippyNotConfigured
 from reconciliation.proposals import resolve

@@ -8,8 +8,8 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
-from api.runtime import transaction
 from billing.paging import Page
+from infra.runtime import transaction
 
 MAX_PER_PAGE = 500
 

@@ -10,7 +10,6 @@ from marshmallow import Schema, fields, validate
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Money, money_text
-from api.runtime import now, runtime, transaction
 from billing.chart import CUSTOMER_ID
 from billing.settings import (
     FREQUENCIES,
@@ -22,6 +21,7 @@ from billing.settings import (
     put_settings,
     user_overrides,
 )
+from infra.runtime import now, runtime, transaction
 
 blp = Blueprint(
     "settings", __name__, url_prefix="/api/admin/sms/billing-settings", description="Settings"

@@ -10,8 +10,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, time_text
-from api.runtime import now, transaction
 from billing.invoicing.stats import billing_stats
+from infra.runtime import now, transaction
 
 blp = Blueprint(
     "stats", __name__, url_prefix="/api/admin/sms/billing-stats", description="Statistics"

@@ -17,10 +17,9 @@ from werkzeug.exceptions import HTTPException
 
 from api.auth import requires
 from api.blueprint import Blueprint, read_json
-from api.errors import RETRY_AFTER_SECONDS, ApiError
+from api.errors import ApiError
 from api.fields import money_text
 from api.group_commit import GroupCommitter
-from api.runtime import now, runtime, transaction
 from api.usage_docs import (
     CheckDoc,
     DecisionDoc,
@@ -33,7 +32,9 @@ from api.usage_docs import (
 from billing.errors import InvalidUsage
 from billing.usage.ingestion import UsageEvent, UsageResult, ingest_usage, validate_events
 from billing.usage.presend import Decision, check_send, parse_check
+from infra.http_status import RETRY_AFTER_SECONDS
 from infra.metrics import USAGE_EVENTS
+from infra.runtime import now, runtime, transaction
 from ledger.db import run_in_transaction
 from ledger.errors import DatabaseUnavailable, LedgerError
 

@@ -11,8 +11,8 @@ from marshmallow import Schema, fields, validate
 from api.auth import requires
 from api.blueprint import Blueprint
 from api.ledger import TransferOut, present_transfer
-from api.runtime import now, transaction
 from billing.usage.voiding import void_usage
+from infra.runtime import now, transaction
 
 blp = Blueprint("usage_voids", __name__, url_prefix="/api/usage", description="SMS usage")
 

@@ -10,11 +10,11 @@ from marshmallow import Schema, fields, validate
 from api.auth import requires_user
 from api.blueprint import Blueprint
 from api.fields import money_text, time_text
-from api.runtime import now, runtime, transaction
 from api.schemas import PageQuery, page_of, paged
 from billing.invoice import InvoiceStatus
 from billing.invoicing.summaries import billing_history, billing_summary
 from billing.notifications.store import KINDS, notifications_of, public_notification
+from infra.runtime import now, runtime, transaction
 from ledger.money import format_micros
 
 blp = Blueprint("user", __name__, url_prefix="/api/user", description="End users")

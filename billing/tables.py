@@ -319,3 +319,24 @@ webhook_deliveries = sa.Table(
     sa.Column("duration_ms", sa.Integer, nullable=False),
     sa.Column("succeeded", sa.Boolean, nullable=False),
 )
+
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    # SHA-256 of the random token the browser holds (in a signed cookie): a stolen database
+    # does not hand out live sessions.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    # A staff session is an API key's (admin or accountant): revoking the key ends it.
+    sa.Column("api_key_id", BigId, sa.ForeignKey("api_keys.id"), nullable=True),
+    sa.Column("role", sa.String(16), nullable=True),
+    # An end user's session, exchanged for their host-application token.
+    sa.Column("user_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(
+        "(api_key_id IS NOT NULL AND role IS NOT NULL AND user_id IS NULL)"
+        " OR (api_key_id IS NULL AND role IS NULL AND user_id IS NOT NULL)",
+        name="staff_or_user",
+    ),
+    sa.Index("ix_web_sessions_expires_at", "expires_at"),
+)

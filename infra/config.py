@@ -59,6 +59,10 @@ class Config:
     # SPEC §6: a declined charge is retried after each of these, then left for an admin.
     retry_backoff_minutes: tuple[int, ...] = (60, 360, 1440)
     webhook_signing_secret: str | None = None
+    # The pages (docs/decisions/0020): the key that signs their cookie (else one is generated
+    # and kept under ./var/), and the origins that may frame the billing widget.
+    secret_key: str | None = None
+    widget_frame_ancestors: tuple[str, ...] = ()
     log_format: str = "json"
     billing: BillingDefaults = field(default_factory=BillingDefaults)
 
@@ -88,6 +92,8 @@ class Config:
                 env, "SMS_BILLING_RETRY_BACKOFF_MINUTES", cls.retry_backoff_minutes
             ),
             webhook_signing_secret=env.get("WEBHOOK_SIGNING_SECRET") or None,
+            secret_key=env.get("SECRET_KEY") or None,
+            widget_frame_ancestors=tuple((env.get("WIDGET_FRAME_ANCESTORS") or "").split()),
             log_format=log_format,
             billing=BillingDefaults(
                 frequency=env.get("SMS_BILLING_DEFAULT_FREQUENCY") or "daily",

@@ -4,13 +4,14 @@ each figure one SQL aggregate, never a Python loop over rows. Money is per curre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.invoice import InvoiceStatus
+from billing.invoice import UNPAID, InvoiceStatus
 from billing.tables import invoices, payment_attempts
 from ledger.model import Kind
 from ledger.money import format_micros
@@ -175,3 +176,58 @@ def invoice_counts(session: Session) -> dict[InvoiceStatus, int]:
         ).all()
     )
     return {status: int(found.get(status, 0)) for status in InvoiceStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The billing tab's headline figures: what was billed in a period (per currency, cancelled
+    invoices excluded), what is waiting now, and how charges fared in the period."""
+
+    billed_micros: dict[str, int]
+    billed_count: int
+    pending_micros: dict[str, int]
+    pending_count: int
+    failed_count: int
+    success_rate: float | None
+
+
+def billing_overview(session: Session, start: datetime, end: datetime) -> Overview:
+    """Two grouped aggregates over invoices: those created in [start, end), and those unpaid now."""
+    billed: dict[str, int] = {}
+    billed_count = paid = failed_in_range = 0
+    for status, currency, count, total in session.execute(
+        sa.select(
+            invoices.c.status,
+            invoices.c.currency,
+            sa.func.count(),
+            sa.func.sum(invoices.c.amount_micros),
+        )
+        .where(invoices.c.created_at >= start, invoices.c.created_at < end)
+        .group_by(invoices.c.status, invoices.c.currency)
+    ).all():
+        if status == InvoiceStatus.CANCELLED:
+            continue
+        billed[currency] = billed.get(currency, 0) + int(total)
+        billed_count += int(count)
+        paid += int(count) if status in (InvoiceStatus.PAID, InvoiceStatus.REFUNDED) else 0
+        failed_in_range += int(count) if status == InvoiceStatus.FAILED else 0
+    pending: dict[str, int] = {}
+    pending_count = failed_now = 0
+    for status, currency, count, total in session.execute(
+        sa.select(
+            invoices.c.status,
+            invoices.c.currency,
+            sa.func.count(),
+            sa.func.sum(invoices.c.amount_micros),
+        )
+        .where(invoices.c.status.in_(UNPAID))
+        .group_by(invoices.c.status, invoices.c.currency)
+    ).all():
+        if status == InvoiceStatus.FAILED:
+            failed_now += int(count)
+            continue
+        pending[currency] = pending.get(currency, 0) + int(total)
+        pending_count += int(count)
+    charged = paid + failed_in_range
+    rate = round(paid * 100 / charged, 2) if charged else None
+    return Overview(billed, billed_count, pending, pending_count, failed_now, rate)

@@ -1,0 +1,38 @@
+"""The tabs of `/admin/sms?tab=…`: each use case's module registers its tab with the roles that
+see it; the page shows a staff member only the tabs of their role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask.typing import ResponseReturnValue
+
+ORDER = ("billing", "failed", "stats", "settings", "customers", "reconciliation")
+
+
+@dataclass(frozen=True, slots=True)
+class Tab:
+    name: str
+    title: str
+    roles: tuple[str, ...]
+    render: Callable[[], ResponseReturnValue]
+
+
+TABS: dict[str, Tab] = {}
+
+
+def tab(
+    name: str, title: str, roles: tuple[str, ...]
+) -> Callable[[Callable[[], ResponseReturnValue]], Callable[[], ResponseReturnValue]]:
+    """Register the view of `?tab=name`."""
+
+    def register(render: Callable[[], ResponseReturnValue]) -> Callable[[], ResponseReturnValue]:
+        TABS[name] = Tab(name, title, roles, render)
+        return render
+
+    return register
+
+
+def tabs_for(role: str) -> list[Tab]:
+    return [TABS[name] for name in ORDER if name in TABS and role in TABS[name].roles]
