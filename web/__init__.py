@@ -19,7 +19,17 @@ assets = Blueprint("assets", __name__, static_folder="static", url_prefix="/asse
 
 def register(app: Flask, config: Config) -> None:
     # The modules that add routes and tabs to the blueprints.
-    from web import admin, billing_tab, record_page, user  # noqa: F401
+    from web import (  # noqa: F401
+        admin,
+        billing_tab,
+        customers_tab,
+        failed_tab,
+        reconciliation_tab,
+        record_page,
+        settings_tab,
+        stats_tab,
+        user,
+    )
 
     app.secret_key = config.secret_key or security.stored_secret_key()
     app.config.update(

@@ -37,7 +37,7 @@ from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
 from web.filters import PAGE_SIZE, Filters, pages
 from web.security import is_htmx
-from web.tabs import tab, tabs_for
+from web.tabs import page_context, tab
 
 CONFIRM = ("cancel", "refund")
 """Actions that ask for confirmation first: they cannot be undone."""
@@ -67,12 +67,6 @@ def record_filters(args: Any) -> tuple[Filters, dict[str, Any]]:
 
 def month_start(moment: datetime) -> datetime:
     return datetime(moment.year, moment.month, 1, tzinfo=UTC)
-
-
-def page_context(heading: str, current_tab: str) -> dict[str, Any]:
-    """What the staff layout needs: the role, its tabs, the current one."""
-    role = staff_role() or ""
-    return {"heading": heading, "current_tab": current_tab, "role": role, "tabs": tabs_for(role)}
 
 
 @tab("billing", "Billing", roles=("admin", "accountant"))

@@ -12,8 +12,8 @@ from flask.typing import ResponseReturnValue
 from billing.invoicing.invoices import get_invoice
 from infra.runtime import transaction
 from web.auth import staff_only
-from web.billing_tab import page_context
 from web.blueprints import admin_pages
+from web.tabs import page_context
 
 
 @admin_pages.get("/billing/<uuid:billing_id>")

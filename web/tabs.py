@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flask.typing import ResponseReturnValue
+
+from web.auth import staff_role
 
 ORDER = ("billing", "failed", "stats", "settings", "customers", "reconciliation")
 
@@ -36,3 +39,10 @@ def tab(
 
 def tabs_for(role: str) -> list[Tab]:
     return [TABS[name] for name in ORDER if name in TABS and role in TABS[name].roles]
+
+
+def page_context(heading: str, current_tab: str) -> dict[str, Any]:
+    """What the staff layout (`admin/layout.html`) needs: the heading, the role, its tabs and
+    the current one."""
+    role = staff_role() or ""
+    return {"heading": heading, "current_tab": current_tab, "role": role, "tabs": tabs_for(role)}
