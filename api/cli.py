@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
-from billing.access.api_keys import create_key, first_admin_key
+from billing.access.api_keys import create_key, first_admin_key, list_keys, revoke_key
 from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidRate
@@ -89,6 +89,33 @@ def keys_create(role: str, name: str) -> None:
         key, record = create_key(session, role, name, state.clock())
     click.echo(key)
     click.echo(f"created {record.role} key #{record.id} ({record.key_prefix}…)", err=True)
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """Every key: id, role, name, prefix, created, revoked (never the key itself)."""
+    ready()
+    with unit_of_work(runtime().sessions) as session:
+        found = list_keys(session)
+    for key, created, revoked in found:
+        state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "live"
+        click.echo(
+            f"#{key.id}\t{key.role}\t{key.name}\t{key.key_prefix}…\t{created:%Y-%m-%d}\t{state}"
+        )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke key #KEY_ID: the API refuses it within seconds, its page sessions end at once."""
+    ready()
+    state = runtime()
+    with unit_of_work(state.sessions) as session:
+        revoked = revoke_key(session, key_id, state.clock())
+    if not revoked:
+        click.echo(f"no live key #{key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked key #{key_id}")
 
 
 @ledger_group.command("check")

@@ -28,13 +28,14 @@ from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.invoice import InvoiceStatus
 from billing.invoicing.cycle_runner import run_cycle
-from billing.invoicing.invoices import ACTIONS_FROM, act, list_invoices
+from billing.invoicing.invoices import ACTIONS_FROM, act, get_invoice, list_invoices
 from billing.invoicing.stats import billing_overview
 from billing.settings import FREQUENCIES
 from infra.runtime import dispatch_charges_now, now, runtime, transaction
 from web import format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
+from web.errors import error_page
 from web.filters import PAGE_SIZE, Filters, pages
 from web.security import is_htmx
 from web.tabs import page_context, tab
@@ -177,10 +178,8 @@ def csv_row(row: Any) -> list[Any]:
 @staff_only("admin")
 def confirm_action(billing_id: uuid.UUID, action: str) -> ResponseReturnValue:
     """The no-JavaScript confirmation of an action that cannot be undone."""
-    from billing.invoicing.invoices import get_invoice
-
     if action not in CONFIRM:
-        return render_template("error.html", status=404, title="Not found", message=""), 404
+        return error_page(404, f"There is no action {action!r} to confirm.")
     row = transaction(lambda s: get_invoice(s, billing_id))
     return render_template(
         "admin/confirm.html", **page_context("Confirm", "billing"), row=row, action=action
@@ -202,8 +201,10 @@ def record_action(billing_id: uuid.UUID) -> ResponseReturnValue:
         return _refused(f"There is no billing record {billing_id}.", back, 404)
     except InvalidInvoiceState as error:
         return _refused(f"Not done: {error.message}.", back, 409)
-    if action == "refund" or row.next_retry_at is not None:
-        dispatch_charges_now()
+    if (action == "refund" or row.next_retry_at is not None) and (
+        dispatch_charges_now() == "dispatched"
+    ):  # a worker may have charged it already: show the record as it is now
+        row = transaction(lambda s: get_invoice(s, billing_id))
     message = f"{action.capitalize()}: record {str(billing_id)[:8]} is now {row.status}."
     if is_htmx(request):
         return render_template(

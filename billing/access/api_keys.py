@@ -69,3 +69,20 @@ def first_admin_key(session: Session, now: datetime) -> str | None:
         return None
     key, _ = create_key(session, "admin", "first admin", now)
     return key
+
+
+def list_keys(session: Session) -> list[tuple[ApiKey, datetime, datetime | None]]:
+    """Every key with when it was created and revoked (None: live), oldest first."""
+    rows = session.execute(sa.select(api_keys).order_by(api_keys.c.id)).all()
+    return [(ApiKey(r.id, r.name, r.role, r.key_prefix), r.created_at, r.revoked_at) for r in rows]
+
+
+def revoke_key(session: Session, key_id: int, now: datetime) -> bool:
+    """Revoke a live key: the API refuses it within the key cache's seconds, and the pages'
+    sessions started with it end at once. False when no live key has that id."""
+    done = session.execute(
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return bool(done.rowcount)
