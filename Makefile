@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults check lint format install system-deps clean
+.PHONY: run test test-faults test-browser screenshots check lint format install system-deps clean
 
 ## run: the API on the embedded default (SQLite under ./var/, migrations applied on start)
 run: install
@@ -18,6 +18,14 @@ test: install system-deps
 ## test-faults: only the fault-injection tests (also part of `make test`)
 test-faults: install system-deps
 	$(BIN)/pytest -m faults
+
+## test-browser: only the pages' browser tests (also part of `make test`)
+test-browser: install system-deps
+	$(BIN)/pytest -m browser
+
+## screenshots: docs/screenshots/*.png of every page, desktop and a 390 px phone
+screenshots: install system-deps
+	$(BIN)/python -m tests.web.screenshots docs/screenshots
 
 check:
 	$(BIN)/ruff check .
@@ -37,8 +45,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# PostgreSQL 15 binaries for the throwaway test cluster, and redis-server for the job tests:
-# installed from Debian's packages when missing and running as root.
+# PostgreSQL 15 binaries for the throwaway test cluster, redis-server for the job tests, and
+# chromium for the pages' browser tests: installed from Debian's packages when missing and
+# running as root (Playwright drives this chromium; it never downloads a browser of its own).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; \
@@ -46,6 +55,9 @@ system-deps:
 	@if ! command -v redis-server >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 		else echo "redis-server missing: install redis-server" >&2; exit 1; fi; fi
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium missing: install chromium" >&2; exit 1; fi; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .coverage

@@ -5,6 +5,7 @@ browser Playwright downloads."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -95,6 +96,21 @@ def serve() -> Iterator[Callable[[ApiClient], str]]:
         thread.join(timeout=5)
 
 
+def charge_at_once(api: ApiClient, sim: SimulatorHandle) -> None:
+    """Have the app dispatch charges at once, in the request, to the simulator (the embedded
+    mode's behaviour, made synchronous so a page shows the outcome)."""
+    state = api.runtime
+    context.configure(
+        context.JobContext(
+            state.sessions,
+            state.clock,
+            state.config.billing,
+            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
+        )
+    )
+    state.extras["dispatch_charges"] = dispatch_charges
+
+
 @pytest.fixture
 def site(
     make_api: Callable[..., ApiClient],
@@ -108,33 +124,33 @@ def site(
     sim = start_sim(clock=clock)
     api = make_api(site_config(pg_url, sim))
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
-    state = api.runtime
-    context.configure(
-        context.JobContext(
-            state.sessions,
-            state.clock,
-            state.config.billing,
-            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
-        )
-    )
-    state.extras["dispatch_charges"] = dispatch_charges
+    charge_at_once(api, sim)
     yield Site(serve(api), api, sim, clock)
-    state.extras.pop("dispatch_charges", None)
+    api.runtime.extras.pop("dispatch_charges", None)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}: `make test` installs it")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the whole run."""
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 class Watched:
