@@ -71,7 +71,9 @@ def sign_out(session: Session, token: str, now: datetime) -> None:
 
 
 def _start(session: Session, now: datetime, lasts: timedelta, **owner: object) -> str:
+    """A new session row; expired rows are swept on the way (an index on `expires_at`)."""
     token = secrets.token_urlsafe(32)
+    session.execute(sa.delete(web_sessions).where(web_sessions.c.expires_at <= now))
     session.execute(
         sa.insert(web_sessions).values(
             token_hash=digest(token), created_at=now, expires_at=now + lasts, **owner

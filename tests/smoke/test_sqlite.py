@@ -107,7 +107,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_smsledger_serve_runs_the_api_on_a_fresh_directory(tmp_path: Path) -> None:
+def test_smsledger_serve_runs_the_api_and_pages_on_a_fresh_directory(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     command = [str(Path(sys.executable).parent / "smsledger"), "serve", "--port", str(port)]
@@ -133,6 +133,16 @@ def test_smsledger_serve_runs_the_api_on_a_fresh_directory(tmp_path: Path) -> No
         trial = requests.get(f"{base}/api/ledger/trial-balance", headers=headers, timeout=5)
         assert trial.status_code == 200 and trial.json()["currencies"] == {}
         assert (tmp_path / "var" / "smsledger.db").exists()
+        browser = requests.Session()  # the pages, as a browser without JavaScript uses them
+        form = browser.get(f"{base}/admin/sms", timeout=5).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf is not None
+        signed = browser.post(
+            f"{base}/admin/sms/sign-in", data={"api_key": key, "csrf_token": csrf.group(1)}
+        )
+        assert signed.status_code == 200 and "Billing records" in signed.text
+        secret = tmp_path / "var" / "secret_key"
+        assert secret.stat().st_mode & 0o777 == 0o600
     finally:
         server.terminate()
         server.wait(timeout=10)
