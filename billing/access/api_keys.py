@@ -80,9 +80,10 @@ def list_keys(session: Session) -> list[tuple[ApiKey, datetime, datetime | None]
 def revoke_key(session: Session, key_id: int, now: datetime) -> bool:
     """Revoke a live key: the API refuses it within the key cache's seconds, and the pages'
     sessions started with it end at once. False when no live key has that id."""
-    done = session.execute(
+    revoked = session.execute(
         sa.update(api_keys)
         .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=now)
-    )
-    return bool(done.rowcount)
+        .returning(api_keys.c.id)
+    ).scalar_one_or_none()
+    return revoked is not None

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.chart import receivable_code, unbilled_code
 from billing.customers import get_customer
 from billing.invoice import UNPAID
 from billing.invoicing.periods import next_billing_at
@@ -20,6 +21,7 @@ from billing.paging import Page, fetch_page
 from billing.settings import BillingDefaults, Settings, effective_settings
 from billing.tables import invoice_lines, invoices
 from billing.usage.thresholds import percent_used, unbilled_state
+from ledger.balances import cached_balances
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +90,13 @@ def billing_history(
         ).all():
             lines[line.invoice_id].append(line)
     return Page([(row, lines.get(row.id, [])) for row in page.items], page.total)
+
+
+def credit_exposure(session: Session, user_id: str) -> int:
+    """What the pre-send check (`billing.usage.presend.check_send`) holds against
+    `credit_limit` before the cost of the next send: the unbilled usage plus what unpaid
+    invoices still owe (the receivable, never below zero), from the cached balances."""
+    unbilled, receivable = unbilled_code(user_id), receivable_code(user_id)
+    found = cached_balances(session, [unbilled, receivable])
+    owed = found[receivable].balance if receivable in found else 0
+    return (found[unbilled].balance if unbilled in found else 0) + max(owed, 0)
