@@ -1,13 +1,41 @@
-"""`?tab=failed`: failed payments with reason, attempts, next retry, and retry."""
+"""`?tab=failed`: the failed payments — each failed invoice with its user, amount, the reason
+(its last error), attempts and next retry, a link to the record, and Retry: the billing tab's
+action endpoint (`admin.record_action`, action=retry), through htmx without a reload or as a
+plain form that comes back to this list."""
 
 from __future__ import annotations
 
-from flask import render_template
+from typing import Any
+
+from flask import render_template, request
 from flask.typing import ResponseReturnValue
 
+from billing.invoice import InvoiceStatus
+from billing.invoicing.invoices import list_invoices
+from infra.runtime import transaction
+from web.filters import PAGE_SIZE, Filters, pages
 from web.tabs import page_context, tab
 
 
 @tab("failed", "Failed payments", roles=("admin",))
 def failed() -> ResponseReturnValue:
-    return render_template("admin/failed.html", **page_context("Failed payments", "failed"))
+    filters = Filters(request.args)
+    number = filters.page()
+
+    def load(session: Any) -> Any:
+        return list_invoices(
+            session,
+            status=InvoiceStatus.FAILED,
+            limit=PAGE_SIZE,
+            offset=(number - 1) * PAGE_SIZE,
+        )
+
+    found = transaction(load)
+    return render_template(
+        "admin/failed.html",
+        **page_context("Failed payments", "failed"),
+        rows=found.items,
+        total=found.total,
+        pager=pages(found.total, number),
+        filters=filters,
+    ), (400 if filters.problems else 200)

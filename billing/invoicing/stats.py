@@ -231,3 +231,56 @@ def billing_overview(session: Session, start: datetime, end: datetime) -> Overvi
     charged = paid + failed_in_range
     rate = round(paid * 100 / charged, 2) if charged else None
     return Overview(billed, billed_count, pending, pending_count, failed_now, rate)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyBilling:
+    """One UTC day's invoices: how many were created, the messages they billed, and what they
+    came to per currency (integer micro-units)."""
+
+    day: datetime  # the day's midnight, UTC
+    invoices: int
+    messages: int
+    amounts_micros: dict[str, int]
+
+
+def _utc_day(session: Session, column: Any) -> sa.ColumnElement[str]:
+    """The UTC calendar day of a stored instant as `YYYY-MM-DD` text, on either database.
+
+    PostgreSQL converts the timestamptz to UTC first (a bare `date()` would use the session's
+    TimeZone); SQLite stores the UTC instant as text already, so `date()` is its UTC day. The
+    constants are literals, not bound parameters, so that the GROUP BY repeats the SELECT's
+    expression exactly (PostgreSQL refuses two differently-bound copies of it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        utc = sa.func.timezone(sa.literal_column("'UTC'"), column)
+        return sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD'"), type_=sa.String)
+    return sa.func.date(column, type_=sa.String)
+
+
+def daily_billing(session: Session, start: datetime, end: datetime) -> list[DailyBilling]:
+    """Invoices created in [start, end) per UTC day, oldest day first: their count, messages and
+    amounts per currency, from one GROUP BY (day, currency). Days without invoices are absent."""
+    day = _utc_day(session, invoices.c.created_at)
+    rows = session.execute(
+        sa.select(
+            day,
+            invoices.c.currency,
+            sa.func.count(),
+            sa.func.sum(invoices.c.amount_micros),
+            sa.func.sum(invoices.c.message_count),
+        )
+        .where(invoices.c.created_at >= start, invoices.c.created_at < end)
+        .group_by(day, invoices.c.currency)
+        .order_by(day, invoices.c.currency)
+    ).all()
+    tallies: dict[str, list[int]] = {}  # day -> [invoices, messages]
+    amounts: dict[str, dict[str, int]] = {}
+    for text, currency, count, total, messages in rows:
+        tally = tallies.setdefault(text, [0, 0])
+        tally[0] += int(count)
+        tally[1] += int(messages or 0)
+        amounts.setdefault(text, {})[currency] = int(total)
+    return [
+        DailyBilling(datetime.fromisoformat(f"{text}T00:00:00+00:00"), n, m, amounts[text])
+        for text, (n, m) in tallies.items()
+    ]
