@@ -177,12 +177,17 @@ def csv_row(row: Any) -> list[Any]:
 @admin_pages.get("/billing/<uuid:billing_id>/confirm/<action>")
 @staff_only("admin")
 def confirm_action(billing_id: uuid.UUID, action: str) -> ResponseReturnValue:
-    """The no-JavaScript confirmation of an action that cannot be undone."""
+    """The no-JavaScript confirmation of an action that cannot be undone; it returns to the
+    page it came from (`?back=`)."""
     if action not in CONFIRM:
         return error_page(404, f"There is no action {action!r} to confirm.")
     row = transaction(lambda s: get_invoice(s, billing_id))
     return render_template(
-        "admin/confirm.html", **page_context("Confirm", "billing"), row=row, action=action
+        "admin/confirm.html",
+        **page_context("Confirm", "billing"),
+        row=row,
+        action=action,
+        back=_back(request.args),
     )
 
 
@@ -191,7 +196,7 @@ def confirm_action(billing_id: uuid.UUID, action: str) -> ResponseReturnValue:
 def record_action(billing_id: uuid.UUID) -> ResponseReturnValue:
     """Apply an action; htmx gets the record's new row, a plain form a redirect back."""
     action = request.form.get("action", "")
-    back = _back()
+    back = _back(request.form)
     if action not in ACTIONS_FROM:
         return _refused(f"There is no action {action!r}.", back, 422)
     defaults = runtime().config.billing
@@ -213,7 +218,6 @@ def record_action(billing_id: uuid.UUID) -> ResponseReturnValue:
             actions_for=actions_for,
             confirm=CONFIRM,
             can_act=True,
-            notice=message,
         )
     flash(message, "success")
     return redirect(back, 303)
@@ -245,9 +249,10 @@ def run_now() -> ResponseReturnValue:
     return redirect(back, 303)
 
 
-def _back() -> str:
-    """Where a plain form returns: the list it came from (same host only), else the tab."""
-    target = request.form.get("back", "")
+def _back(fields: Any) -> str:
+    """Where a plain form returns: the staff page it came from (a path on this host only),
+    else the billing tab."""
+    target = fields.get("back", "")
     if target.startswith("/admin/sms") and "//" not in target:
         return target
     return url_for("admin.home", tab="billing")
