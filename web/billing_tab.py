@@ -36,9 +36,9 @@ from web import format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
 from web.errors import error_page
-from web.filters import PAGE_SIZE, Filters, pages
+from web.filters import PAGE_SIZE, Filters, first_row, listing
 from web.security import is_htmx
-from web.tabs import page_context, tab
+from web.tabs import back_to, page_context, tab
 
 CONFIRM = ("cancel", "refund")
 """Actions that ask for confirmation first: they cannot be undone."""
@@ -78,17 +78,14 @@ def billing() -> ResponseReturnValue:
     start = month_start(moment)
 
     def load(session: Any) -> tuple[Any, Any]:
-        found = list_invoices(session, **query, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+        found = list_invoices(session, **query, limit=PAGE_SIZE, offset=first_row(number))
         return found, billing_overview(session, start, moment)
 
     found, overview = transaction(load)
     return render_template(
         "admin/billing.html",
         **page_context("Billing", "billing"),
-        rows=found.items,
-        total=found.total,
-        pager=pages(found.total, number),
-        filters=filters,
+        **listing(found, number, filters),
         overview=overview,
         period_start=start,
         statuses=list(InvoiceStatus),
@@ -187,7 +184,7 @@ def confirm_action(billing_id: uuid.UUID, action: str) -> ResponseReturnValue:
         **page_context("Confirm", "billing"),
         row=row,
         action=action,
-        back=_back(request.args),
+        back=back_to(request.args, "billing"),
     )
 
 
@@ -196,7 +193,7 @@ def confirm_action(billing_id: uuid.UUID, action: str) -> ResponseReturnValue:
 def record_action(billing_id: uuid.UUID) -> ResponseReturnValue:
     """Apply an action; htmx gets the record's new row, a plain form a redirect back."""
     action = request.form.get("action", "")
-    back = _back(request.form)
+    back = back_to(request.form, "billing")
     if action not in ACTIONS_FROM:
         return _refused(f"There is no action {action!r}.", back, 422)
     defaults = runtime().config.billing
@@ -247,15 +244,6 @@ def run_now() -> ResponseReturnValue:
         return body, 200, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
     flash(message, "success" if not report["errors"] else "error")
     return redirect(back, 303)
-
-
-def _back(fields: Any) -> str:
-    """Where a plain form returns: the staff page it came from (a path on this host only),
-    else the billing tab."""
-    target = fields.get("back", "")
-    if target.startswith("/admin/sms") and "//" not in target:
-        return target
-    return url_for("admin.home", tab="billing")
 
 
 def _refused(message: str, back: str, status: int) -> ResponseReturnValue:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
 from billing.chart import CUSTOMER_ID
@@ -18,9 +18,9 @@ from infra.runtime import now, transaction
 from web import errors
 from web.auth import staff_only
 from web.blueprints import admin_pages
-from web.filters import PAGE_SIZE, Filters, pages
+from web.filters import PAGE_SIZE, Filters, first_row, listing
 from web.security import is_htmx
-from web.tabs import page_context, tab
+from web.tabs import back_to, page_context, tab
 
 STATUSES = ("active", "suspended")
 """A customer's statuses (`billing.tables.CUSTOMER_STATUSES`, which the pages may not import)."""
@@ -54,26 +54,15 @@ def customers() -> ResponseReturnValue:
     filters, query = customer_filters(request.args)
     number = filters.page()
     found = transaction(
-        lambda s: list_customers(s, **query, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+        lambda s: list_customers(s, **query, limit=PAGE_SIZE, offset=first_row(number))
     )
     return render_template(
         "admin/customers.html",
         **page_context("Customers", "customers"),
-        rows=found.items,
-        total=found.total,
-        pager=pages(found.total, number),
-        filters=filters,
+        **listing(found, number, filters),
         statuses=STATUSES,
         back=request.full_path,
     ), (400 if filters.problems else 200)
-
-
-def _back() -> str:
-    """Where a plain form returns: the list it came from (same host only), else the tab."""
-    target = request.form.get("back", "")
-    if target.startswith("/admin/sms") and "//" not in target:
-        return target
-    return url_for("admin.home", tab="customers")
 
 
 def _row(customer: Customer, **extra: Any) -> str:
@@ -151,7 +140,7 @@ def set_sippy_account(user_id: str) -> ResponseReturnValue:
     if is_htmx(request):
         return _row(customer, notice=message)
     flash(message, "success")
-    return redirect(_back(), 303)
+    return redirect(back_to(request.form, "customers"), 303)
 
 
 @admin_pages.post("/customers/<user_id>/status")
@@ -167,7 +156,7 @@ def set_status(user_id: str) -> ResponseReturnValue:
             body = render_template("admin/_notice.html", message=message, ok=False)
             return body, 422, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
         flash(message, "error")
-        return redirect(_back(), 303)
+        return redirect(back_to(request.form, "customers"), 303)
     try:
         customer = transaction(lambda s: update_customer(s, user_id, now(), status=status))
     except CustomerNotFound:
@@ -176,4 +165,4 @@ def set_status(user_id: str) -> ResponseReturnValue:
     if is_htmx(request):
         return _row(customer, notice=message)
     flash(message, "success")
-    return redirect(_back(), 303)
+    return redirect(back_to(request.form, "customers"), 303)

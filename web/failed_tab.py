@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from billing.invoice import InvoiceStatus
 from billing.invoicing.invoices import list_invoices
 from infra.runtime import transaction
-from web.filters import PAGE_SIZE, Filters, pages
+from web.filters import PAGE_SIZE, Filters, first_row, listing
 from web.tabs import page_context, tab
 
 
@@ -27,15 +27,12 @@ def failed() -> ResponseReturnValue:
             session,
             status=InvoiceStatus.FAILED,
             limit=PAGE_SIZE,
-            offset=(number - 1) * PAGE_SIZE,
+            offset=first_row(number),
         )
 
     found = transaction(load)
     return render_template(
         "admin/failed.html",
         **page_context("Failed payments", "failed"),
-        rows=found.items,
-        total=found.total,
-        pager=pages(found.total, number),
-        filters=filters,
+        **listing(found, number, filters),
     ), (400 if filters.problems else 200)

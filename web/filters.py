@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from billing.instants import parse_bound
 
@@ -66,8 +67,21 @@ class Filters:
             return 1
         return int(value)
 
-    def offset(self) -> int:
-        return (self.page() - 1) * PAGE_SIZE
+
+def first_row(number: int) -> int:
+    """The offset of page `number` (from 1)."""
+    return (number - 1) * PAGE_SIZE
+
+
+def listing(found: Any, number: int, filters: Filters) -> dict[str, Any]:
+    """What a paginated list's template takes: the page's rows, the total, the pager and the
+    filters (for their values and problems)."""
+    return {
+        "rows": found.items,
+        "total": found.total,
+        "pager": pages(found.total, number),
+        "filters": filters,
+    }
 
 
 def pages(total: int, current: int) -> dict[str, int | None]:

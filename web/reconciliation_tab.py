@@ -39,7 +39,7 @@ from reconciliation.statements import (
 from web import errors, format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
-from web.filters import PAGE_SIZE, Filters, pages
+from web.filters import PAGE_SIZE, Filters, first_row, listing, pages
 from web.security import is_htmx
 from web.tabs import page_context, tab
 
@@ -87,14 +87,11 @@ def _blank_form() -> RunForm:
 def _tab_page(form: RunForm | None = None, status: int = 200) -> ResponseReturnValue:
     filters = Filters(request.args if request.method == "GET" else {})
     number = filters.page()
-    found = transaction(lambda s: list_runs(s, PAGE_SIZE, (number - 1) * PAGE_SIZE))
+    found = transaction(lambda s: list_runs(s, PAGE_SIZE, first_row(number)))
     return render_template(
         "admin/reconciliation.html",
         **page_context("Reconciliation", "reconciliation"),
-        runs=found.items,
-        total=found.total,
-        pager=pages(found.total, number),
-        filters=filters,
+        **listing(found, number, filters),
         form=form or _blank_form(),
         sippy_configured=bool(runtime().config.sippy_url),
     ), (status if status != 200 else (400 if filters.problems else 200))
@@ -231,10 +228,7 @@ def _load_run(run_id: uuid.UUID, differences_only: bool) -> Any:
 def run_page(run_id: uuid.UUID) -> ResponseReturnValue:
     """A run's report: its totals, the accounts that differ, every item and its proposal."""
     only = request.args.get("items") == "differences"
-    try:
-        found = _load_run(run_id, only)
-    except UnknownRun:
-        return errors.error_page(404, f"There is no reconciliation run {run_id}.")
+    found = _load_run(run_id, only)  # an unknown run: the 404 page of web.errors
     return render_template(
         "admin/reconciliation_run.html",
         **page_context("Reconciliation run", "reconciliation"),
@@ -250,10 +244,7 @@ def run_page(run_id: uuid.UUID) -> ResponseReturnValue:
 def run_csv(run_id: uuid.UUID) -> ResponseReturnValue:
     """The run's items as CSV (as `GET /api/reconciliation/runs/<id>?format=csv`)."""
     only = request.args.get("items") == "differences"
-    try:
-        found = _load_run(run_id, only)
-    except UnknownRun:
-        return errors.error_page(404, f"There is no reconciliation run {run_id}.")
+    found = _load_run(run_id, only)  # an unknown run: the 404 page of web.errors
     return Response(
         as_csv(found.items),
         mimetype="text/csv",
@@ -320,7 +311,7 @@ def trial_balance_page() -> ResponseReturnValue:
     as_of = filters.bound("as_of", "As of")
     number = filters.page()
     result = transaction(lambda s: trial_balance(s, as_of))
-    accounts = result.accounts[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    accounts = result.accounts[first_row(number) : number * PAGE_SIZE]
     return render_template(
         "admin/reconciliation_trial_balance.html",
         **page_context("Trial balance", "reconciliation"),
@@ -345,7 +336,7 @@ def account_page(code: str) -> ResponseReturnValue:
     try:
         found = transaction(
             lambda s: statement(
-                s, code, start=start, end=end, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
+                s, code, start=start, end=end, limit=PAGE_SIZE, offset=first_row(number)
             )
         )
     except UnknownAccount:

@@ -46,3 +46,14 @@ def page_context(heading: str, current_tab: str) -> dict[str, Any]:
     the current one."""
     role = staff_role() or ""
     return {"heading": heading, "current_tab": current_tab, "role": role, "tabs": tabs_for(role)}
+
+
+def back_to(fields: Any, tab_name: str) -> str:
+    """Where a plain form returns: the staff page it came from (`back`, a path on this host
+    only), else the tab."""
+    from flask import url_for
+
+    target = str(fields.get("back", ""))
+    if target.startswith("/admin/sms") and "//" not in target and "\\" not in target:
+        return target
+    return url_for("admin.home", tab=tab_name)

@@ -30,7 +30,7 @@ from infra.runtime import now, runtime, transaction
 from web import errors
 from web.auth import USER_COOKIE_KEY, forget, remember, signed_in_user
 from web.blueprints import user_pages
-from web.filters import PAGE_SIZE, Filters, pages
+from web.filters import PAGE_SIZE, Filters, first_row, listing, pages
 from web.security import is_htmx
 
 REFRESH_SECONDS = 60
@@ -259,17 +259,12 @@ def history() -> ResponseReturnValue:
     filters = Filters(request.args)
     status = filters.choice("status", list(InvoiceStatus), "Status")
     number = filters.page()
-    found = transaction(
-        lambda s: billing_history(s, user_id, status, PAGE_SIZE, (number - 1) * PAGE_SIZE)
-    )
+    found = transaction(lambda s: billing_history(s, user_id, status, PAGE_SIZE, first_row(number)))
     return render_template(
         "user/history.html",
         heading="Billing history",
         current="history",
-        items=found.items,
-        total=found.total,
-        pager=pages(found.total, number),
-        filters=filters,
+        **listing(found, number, filters),
         status=status,
         statuses=list(InvoiceStatus),
     ), (400 if filters.problems else 200)
@@ -337,7 +332,7 @@ def notifications() -> ResponseReturnValue:
             currency = get_customer(session, user_id).currency
         except CustomerNotFound:
             currency = fallback
-        found = notifications_of(session, user_id, kind, PAGE_SIZE, (number - 1) * PAGE_SIZE)
+        found = notifications_of(session, user_id, kind, PAGE_SIZE, first_row(number))
         return found, currency
 
     found, currency = transaction(load)

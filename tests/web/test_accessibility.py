@@ -22,9 +22,10 @@ def violations(page: Any) -> list[str]:
 
     found = Axe().run(page).response["violations"]
     return [
-        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+        f"{v['id']} ({v['impact']}) at {node['target']}: {node['failureSummary']}"
         for v in found
         if v["impact"] in SERIOUS
+        for node in v["nodes"][:5]
     ]
 
 
@@ -55,6 +56,9 @@ def test_no_page_has_a_serious_accessibility_violation(
             if found:
                 problems[f"{name} at {width} px"] = found
 
-    assert problems == {}
+    report = "\n".join(
+        f"{where}: {problem}" for where, found in problems.items() for problem in found
+    )
+    assert not problems, report
     assert watched.foreign_requests == []
     assert watched.console_errors == []
