@@ -207,7 +207,7 @@ def record_action(billing_id: uuid.UUID) -> ResponseReturnValue:
         dispatch_charges_now() == "dispatched"
     ):  # a worker may have charged it already: show the record as it is now
         row = transaction(lambda s: get_invoice(s, billing_id))
-    message = f"{action.capitalize()}: record {str(billing_id)[:8]} is now {row.status}."
+    message = f"{action.capitalize()}: record {format.short_id(billing_id)} is now {row.status}."
     if is_htmx(request):
         return render_template(
             "admin/_record_row.html",

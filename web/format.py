@@ -41,4 +41,17 @@ def count(value: int | None) -> str:
     return "—" if value is None else format_decimal(value, locale="en_US")
 
 
-FILTERS = {"money": money, "amount": amount, "instant": instant, "day": day, "count": count}
+def short_id(value: object) -> str:
+    """The last 8 characters of an id: smsledger's ids are UUIDv7, whose first characters are
+    the creation time and so the same for everything made the same day."""
+    return str(value)[-8:]
+
+
+FILTERS = {
+    "short_id": short_id,
+    "money": money,
+    "amount": amount,
+    "instant": instant,
+    "day": day,
+    "count": count,
+}

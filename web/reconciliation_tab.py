@@ -211,7 +211,7 @@ def run() -> ResponseReturnValue:
         form.general = error.message[:1].upper() + error.message[1:] + "."
         status = status_of(error)[0]
     else:
-        flash(f"Reconciliation run {str(run_id)[:8]} is done.", "success")
+        flash(f"Reconciliation run {format.short_id(run_id)} is done.", "success")
         return redirect(url_for("admin.run_page", run_id=run_id), 303)
     return _tab_page(form, status)
 

@@ -132,7 +132,7 @@ def test_an_accountant_sees_billing_and_reconciliation_only_and_can_resolve(
     assert tabs.all_inner_texts() == ["Billing", "Reconciliation"]
 
     page.get_by_role("link", name="Reconciliation").click()
-    page.get_by_role("link", name=run["id"][:8]).click()
+    page.get_by_role("link", name=run["id"][-8:]).click()
     (item,) = [i for i in run["items"] if i["kind"] == "missing_in_ledger"]
     page.get_by_role("button", name=f"Dismiss item {item['id']}").click()
     resolved = page.locator(f"#item-{item['id']} [data-resolution]")
