@@ -28,9 +28,11 @@ from billing.tables import ROLES
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from infra.runtime import runtime
 from jobs.context import sippy_client
+from ledger.beancount_journal import write_beancount
 from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.errors import LedgerError
+from ledger.general_ledger_csv import write_general_ledger_csv
 from reconciliation.report import as_csv, as_html, as_text
 from reconciliation.runs import RunReport, reconcile, run_report
 from reconciliation.statements import fetch_statement, parse_statement_csv
@@ -249,6 +251,39 @@ def reconcile_command(
     sys.exit(0 if report["status"] == "reconciled" else 1)
 
 
+@click.command("export")
+@with_appcontext
+@click.option("--format", "fmt", type=click.Choice(["beancount", "csv"]), required=True)
+@click.option("--from", "start", default=None, help="date or RFC 3339 instant (inclusive)")
+@click.option("--to", "end", default=None, help="date or RFC 3339 instant (exclusive)")
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-")
+def export_command(fmt: str, start: str | None, end: str | None, out: Any) -> None:
+    """Export the ledger as a Beancount journal or a general-ledger CSV (docs/export.md):
+    the entries effective in [--from, --to), read in one snapshot and streamed."""
+    ready()
+    start_at = parse_bound(start) if start is not None else None
+    end_at = parse_bound(end) if end is not None else None
+    if (
+        (start is not None and start_at is None)
+        or (end is not None and end_at is None)
+        or (start_at is not None and end_at is not None and end_at <= start_at)
+    ):
+        click.echo(
+            "--from and --to must be dates (YYYY-MM-DD, midnight UTC) or RFC 3339 instants with"
+            " offsets, --to after --from",
+            err=True,
+        )
+        sys.exit(2)
+    write = write_beancount if fmt == "beancount" else write_general_ledger_csv
+    with unit_of_work(runtime().sessions, commit=False) as session:
+        summary = write(session, out, start_at, end_at)
+    click.echo(
+        f"exported {summary.entries} journal entries ({summary.transfers} transfers) on"
+        f" {summary.accounts} accounts",
+        err=True,
+    )
+
+
 def _redis() -> Any:
     from redis import Redis
 
@@ -377,6 +412,7 @@ def register_commands(app: Flask) -> None:
         rates_group,
         bill,
         reconcile_command,
+        export_command,
         token,
         sippy_sim,
         migrate_legacy_command,
