@@ -5,7 +5,7 @@ The charges a cycle queued are dispatched right after it."""
 from __future__ import annotations
 
 from billing.invoicing.cycle_runner import run_cycle
-from infra.metrics import timed_job
+from infra.metrics import record_billing_cycle, timed_job
 from jobs.context import current, hand_off
 from jobs.payments import dispatch_charges
 
@@ -17,6 +17,9 @@ def billing_cycle(frequency: str) -> dict[str, int | str]:
         summary, duration_ms = run_cycle(
             context.sessions, frequency, context.clock(), context.defaults
         )
+    # A failed close is logged and counted in the summary, not raised: count it here, or the
+    # job's own failure counter would never see it.
+    record_billing_cycle(frequency, summary.errors, context.clock().timestamp())
     if summary.charges_enqueued:
         hand_off("payments", dispatch_charges, ())
     return summary.report(duration_ms)

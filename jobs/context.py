@@ -20,6 +20,7 @@ from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
 from infra.config import Config
+from infra.metrics import observe_sippy
 from ledger.db import make_engine, make_session_factory
 
 # (queue name, job function, its arguments, job id or None for a fresh one).
@@ -55,7 +56,9 @@ def charge_policy(config: Config) -> ChargePolicy:
 
 
 def sippy_client(config: Config) -> SippyClient | None:
-    """The Sippy client `SIPPY_*` describes; None when `SIPPY_URL` is unset (charges wait)."""
+    """The Sippy client `SIPPY_*` describes; None when `SIPPY_URL` is unset (charges wait).
+    Its calls are timed and counted in `/metrics` (`smsledger_sippy_*`): billing may not import
+    the metrics, so the client is handed their observer here."""
     if not config.sippy_url:
         return None
     return SippyClient(
@@ -64,6 +67,7 @@ def sippy_client(config: Config) -> SippyClient | None:
         config.sippy_password,
         config.sippy_timeout_s,
         config.sippy_terminal_faults,
+        observe=observe_sippy,
     )
 
 

@@ -4,12 +4,20 @@ Every charge answer is sorted into one of three outcomes the engine acts on: acc
 declined (with Sippy's reason, terminal or retryable) and unknown (the charge may or may not
 have happened: timeouts, resets, HTTP 5xx, unreadable answers). The client never retries on its
 own: whether to look a charge up or try again is the caller's decision (invariant 8).
+
+Every call is timed and sorted into an outcome for an optional observer, `observe(method,
+outcome, seconds)`. The client takes a callable rather than counting itself because billing sits
+below the infrastructure layer (import-linter's layers contract): it may not import
+`infra.metrics` or prometheus-client. The composition root (`jobs.context.sippy_client`) hands
+it `infra.metrics.observe_sippy`; a test hands it a list's `append`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import xmlrpc.client
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -27,6 +35,25 @@ from ledger.money import Money
 # blocked account. Any other code is retried on the backoff schedule.
 DEFAULT_TERMINAL_FAULTS = frozenset({400, 402, 403, 409, 423})
 PAGE_SIZE = 100
+SIPPY_METHODS = frozenset(
+    {
+        "accountDebit",
+        "accountCredit",
+        "accountAddFunds",
+        "getAccountInfo",
+        "listAccounts",
+        "getPaymentsList",
+        "getPaymentInfo",
+        "createAccount",
+    }
+)
+"""The methods of sippy-api.md: an observer may name any other method "other"."""
+
+Observer = Callable[[str, str, float], None]
+"""`observe(method, outcome, seconds)` after every call. Outcomes: ok, fault_terminal,
+fault_retryable, auth_failed, timeout, transport_error, malformed."""
+
+log = logging.getLogger("smsledger.sippy")
 
 
 class SippyError(Exception):
@@ -109,17 +136,56 @@ class SippyClient:
         timeout_s: float = 10.0,
         terminal_faults: Iterable[int] = DEFAULT_TERMINAL_FAULTS,
         http: requests.Session | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
         self.auth = HTTPDigestAuth(username, password or "") if username else None
         self.terminal_faults = frozenset(terminal_faults)
         self.http = http or requests.Session()
+        self.observe = observe
 
     def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One XML-RPC call with its single struct parameter; the answer struct.
+        """One XML-RPC call with its single struct parameter; the answer struct. The observer,
+        if any, learns its method, outcome and duration.
 
         Raises: SippyFault, SippyAuthFailed, SippyUnreachable.
         """
+        if self.observe is None:
+            return self._call(method, params)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return self._call(method, params)
+        except SippyError as error:
+            outcome = self.outcome_of(error)
+            raise
+        except BaseException:  # not sorted by `_call`: nothing readable came back
+            outcome = "transport_error"
+            raise
+        finally:
+            self._observe(method, outcome, time.perf_counter() - started)
+
+    def outcome_of(self, error: SippyError) -> str:
+        """The observer's outcome for a failed call (a bounded set, never a raw code)."""
+        if isinstance(error, SippyFault):
+            terminal = error.fault_code in self.terminal_faults
+            return "fault_terminal" if terminal else "fault_retryable"
+        if isinstance(error, SippyAuthFailed):
+            return "auth_failed"
+        if error.code in ("timeout", "malformed"):
+            return error.code
+        return "transport_error"
+
+    def _observe(self, method: str, outcome: str, seconds: float) -> None:
+        """Tell the observer; a failing observer is logged, never allowed to change the
+        call's answer (a charge Sippy applied must still be recorded as applied)."""
+        assert self.observe is not None
+        try:
+            self.observe(method, outcome, seconds)
+        except Exception:
+            log.exception("Sippy call observer failed", extra={"method": method})
+
+    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         body = xmlrpc.client.dumps((params,), method, allow_none=True, encoding="utf-8")
         try:
             answer = self.http.post(
