@@ -4,11 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-browser screenshots check lint format install system-deps clean
 
-## run: the API on the embedded default (SQLite under ./var/, migrations applied on start)
+.PHONY: run demo test test-faults test-browser screenshots check lint format install system-deps clean
+
+## run: the API and pages on the embedded default (SQLite under ./var/, migrations applied on
+## start); PORT=8080 make run for another port; logs as text (LOG_FORMAT=json for JSON)
 run: install
-	$(BIN)/smsledger serve
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/smsledger serve
+
+## demo: the whole flow end to end (simulator, service, an SMS, a cycle, a charge), then where
+## to look; Ctrl-C stops it
+demo: install
+	bash examples/demo.sh
 
 ## test: lint, architecture contracts, types, then the whole suite on a throwaway PostgreSQL
 test: install system-deps

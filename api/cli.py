@@ -376,7 +376,7 @@ def scheduler(burst: bool) -> None:
 @click.command("serve")
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=int, envvar="PORT")
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, threads: int) -> None:
     """Run the API on the configured database (default: SQLite under ./var/), migrating first."""
@@ -429,4 +429,42 @@ def _app_factory() -> Flask:
     return create_app()
 
 
-main = FlaskGroup(name="smsledger", create_app=_app_factory, help="smsledger billing engine.")
+def _print_version(context: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not context.resilient_parsing:
+        from importlib.metadata import version
+
+        click.echo(f"smsledger {version('smsledger')}")
+        context.exit()
+
+
+main = FlaskGroup(
+    name="smsledger",
+    create_app=_app_factory,
+    # smsledger's own commands only: Flask's `run`, `shell` and `routes` stay with `flask --app
+    # wsgi …` for developers.
+    add_default_commands=False,
+    add_version_option=False,
+    params=[
+        click.Option(
+            ["--version"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_print_version,
+            help="Show smsledger's version and exit.",
+        )
+    ],
+    help="""smsledger: the double-entry billing engine of an SMS platform that collects through
+Sippy. Configuration comes from the environment and ./.env (README "Configuration"); without
+DATABASE_URL everything runs on SQLite under ./var/.
+
+\b
+Start here:
+  smsledger serve                 the API and pages on http://127.0.0.1:8000 (PORT=…)
+  smsledger keys create --role …  an API key (admin, service, accountant)
+  smsledger rates import FILE     the rate table
+  smsledger sippy-sim             a Sippy simulator for trying charges""",
+)
+for _flask_option in main.params:  # Flask's developer options stay usable but out of the help
+    if _flask_option.name in ("app", "debug") and isinstance(_flask_option, click.Option):
+        _flask_option.hidden = True

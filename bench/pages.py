@@ -102,7 +102,7 @@ def main() -> None:
         assert token is not None
         staff.post("/admin/sms/sign-in", data={"api_key": key, "csrf_token": token.group(1)})
         user = app.test_client()
-        user_token = mint_user_token(SECRET, "c7", NOW, timedelta(hours=1))
+        user_token = mint_user_token(SECRET, "c7", datetime.now(UTC), timedelta(hours=1))
         assert user.get(f"/widget/billing?token={user_token}").status_code == 303
 
         month = datetime(NOW.year, NOW.month, 1, tzinfo=UTC)

@@ -28,6 +28,9 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every migration context at INFO ("Context impl …", "Will assume …"):
+    # noise in every command's output; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 _warned: set[str] = set()

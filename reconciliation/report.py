@@ -138,6 +138,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .reconciled { color: #1a7f37; } .differences { color: #b42318; }
 </style></head><body>
 <h1>Reconciliation {{ run.from }} to {{ run.to }}</h1>
+<p>{{ note }}</p>
 <p class="{{ run.status }}"><strong>{{ run.status }}</strong> — run {{ run.id }} by
 {{ run.created_by }} at {{ run.created_at }}, source {{ run.source }}
 (SHA-256 {{ run.inputs.sha256 }}), time window {{ run.window_seconds }} s.</p>
@@ -169,13 +170,22 @@ missing in ledger {{ run.totals.missing_in_ledger }}</p>
 
 
 def as_html(report: dict[str, Any]) -> str:
-    return _HTML.render(run=report)
+    return _HTML.render(run=report, note=RANGE_NOTE.capitalize() + ".")
+
+
+RANGE_NOTE = (
+    "charges are compared by when they were made (Sippy's payment time, the settlement's"
+    " effective time), not by the period an invoice billed"
+)
+"""Said with every report: an invoice's own period holds none of its charge (it is charged
+after the period closes)."""
 
 
 def as_text(report: dict[str, Any]) -> str:
     totals = report["totals"]
     lines = [
         f"reconciliation {report['id']}: {report['status']} ({report['from']} to {report['to']})",
+        f"  {RANGE_NOTE}",
         *(
             f"  {c['currency']}: ledger {c['ledger']}, sippy {c['sippy']},"
             f" difference {c['difference']}"

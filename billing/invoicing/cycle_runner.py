@@ -45,5 +45,12 @@ def run_cycle(
     for invoice_id in summary.invoice_ids:
         log.info("Processing SMS billing", extra={"type": frequency, "invoice_id": str(invoice_id)})
     duration_ms = int((time.perf_counter() - started) * 1000)
-    log.info("SMS Billing Process Summary", extra=summary.report(duration_ms))
+    # One summary per cycle (SPEC §12); a cycle that found nothing due (the threshold sweep
+    # every minute, the catch-up at each start) says so at DEBUG, so the log shows work done.
+    busy = summary.periods_closed or summary.invoices_created or summary.errors
+    log.log(
+        logging.INFO if busy else logging.DEBUG,
+        "SMS Billing Process Summary",
+        extra=summary.report(duration_ms),
+    )
     return summary, duration_ms

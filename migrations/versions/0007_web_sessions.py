@@ -1,5 +1,6 @@
 """Web sessions: the pages' sign-ins (an admin's or accountant's API key, an end user's token)
-kept server-side, so signing out or revoking the key ends them everywhere.
+kept server-side, so signing out or revoking the key ends them everywhere; and invoices indexed
+newest first for the admin list.
 
 Revision ID: 0007
 Revises: 0006
@@ -35,9 +36,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_web_sessions_expires_at', ['expires_at'], unique=False)
+    with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.create_index('ix_invoices_created_at_id', ['created_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_index('ix_invoices_created_at_id')
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_web_sessions_expires_at')
     op.drop_table('web_sessions')
