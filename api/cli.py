@@ -21,12 +21,12 @@ from billing.access.user_tokens import mint_user_token
 from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidRate
 from billing.instants import parse_bound
-from billing.invoicing.cycle_runner import run_cycle
 from billing.onboarding.legacy import migrate_legacy, parse_legacy
 from billing.settings import FREQUENCIES
 from billing.tables import ROLES
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from infra.runtime import runtime
+from jobs.billing import run_billing_cycle
 from jobs.context import sippy_client
 from ledger.beancount_journal import write_beancount
 from ledger.checks import check_ledger
@@ -140,7 +140,9 @@ def bill(frequency: str) -> None:
     """Run a billing cycle now: close the due periods of one frequency into invoices."""
     ready()
     state = runtime()
-    summary, duration_ms = run_cycle(state.sessions, frequency, state.clock(), state.config.billing)
+    summary, duration_ms = run_billing_cycle(
+        state.sessions, frequency, state.clock(), state.config.billing
+    )
     click.echo(
         f"{frequency}: {summary.periods_closed} period(s) closed, {summary.invoices_created}"
         f" invoice(s), {summary.charges_enqueued} charge(s) queued, {summary.skipped} skipped,"

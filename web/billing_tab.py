@@ -1,7 +1,7 @@
 """`?tab=billing`: the headline figures, the billing records with their filters in the URL,
 pagination and a CSV export of the filtered list, the per-record actions (process, approve,
 retry, refund, cancel) and "run billing cycle now". Every action is the API's service call
-(`billing.invoicing.invoices.act`, `run_cycle`) in one unit of work."""
+(`billing.invoicing.invoices.act`, `jobs.billing.run_billing_cycle`) in one unit of work."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from flask.typing import ResponseReturnValue
 from billing.chart import CUSTOMER_ID
 from billing.errors import InvalidInvoiceState, UnknownInvoice
 from billing.invoice import InvoiceStatus
-from billing.invoicing.cycle_runner import run_cycle
 from billing.invoicing.invoices import ACTIONS_FROM, act, get_invoice, list_invoices
 from billing.invoicing.stats import billing_overview
 from billing.settings import FREQUENCIES
 from infra.runtime import dispatch_charges_now, now, runtime, transaction
+from jobs.billing import run_billing_cycle
 from web import format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
@@ -229,7 +229,7 @@ def run_now() -> ResponseReturnValue:
     if frequency not in FREQUENCIES:
         return _refused(f"Type must be one of {', '.join(FREQUENCIES)}.", back, 422)
     state = runtime()
-    summary, duration_ms = run_cycle(state.sessions, frequency, now(), state.config.billing)
+    summary, duration_ms = run_billing_cycle(state.sessions, frequency, now(), state.config.billing)
     if summary.charges_enqueued:
         dispatch_charges_now()
     report = summary.report(duration_ms)
