@@ -60,8 +60,8 @@ def harden(response: Response, frame_ancestors: str = "'none'") -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     if frame_ancestors == "'none'":
         response.headers["X-Frame-Options"] = "DENY"
-    if response.mimetype == "text/html":
-        response.headers["Cache-Control"] = "no-store"
+    # Every answer of the pages is someone's figures (pages, fragments, CSV, SVG): never cached.
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
