@@ -61,6 +61,15 @@ def _document_security(api: Api) -> None:
         )
     envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
     api.spec.components.response(
+        "BAD_REQUEST",
+        {
+            "description": "`malformed_json`: the body is not JSON (NaN and Infinity are not"
+            " JSON); `invalid_characters`: a NUL character in the URL or in a JSON string"
+            " (PostgreSQL can neither store nor compare one)",
+            "content": envelope,
+        },
+    )
+    api.spec.components.response(
         "UNAUTHORIZED",
         {"description": "missing, unknown or invalid credentials", "content": envelope},
     )

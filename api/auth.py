@@ -48,6 +48,7 @@ def bearer_token() -> str | None:
 
 # The refusals every guarded endpoint can answer, documented once (components in create_app).
 REFUSALS = {
+    "400": {"$ref": "#/components/responses/BAD_REQUEST"},
     "401": {"$ref": "#/components/responses/UNAUTHORIZED"},
     "403": {"$ref": "#/components/responses/FORBIDDEN"},
 }
@@ -56,7 +57,7 @@ REFUSALS = {
 def documented(security: str, roles: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Record in the OpenAPI document how an endpoint is guarded: its security scheme, the
     roles it admits (`x-roles`) and its 401/403 answers."""
-    responses = REFUSALS if roles else {"401": REFUSALS["401"]}
+    responses = REFUSALS if roles else {k: v for k, v in REFUSALS.items() if k != "403"}
     extra: dict[str, Any] = {"x-roles": list(roles)} if roles else {}
     return flask_smorest.Blueprint.doc(  # type: ignore[no-any-return]
         security=[{security: []}], responses=responses, **extra

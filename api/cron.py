@@ -13,9 +13,9 @@ from marshmallow import Schema, fields, validate
 from api.auth import bearer_token, documented
 from api.blueprint import Blueprint
 from api.errors import ApiError
-from billing.invoicing.cycle_runner import run_cycle
 from billing.settings import FREQUENCIES
 from infra.runtime import dispatch_charges_now, now, runtime
+from jobs.billing import run_billing_cycle
 
 blp = Blueprint("cron", __name__, url_prefix="/api/cron", description="Scheduled billing")
 
@@ -62,6 +62,8 @@ def requires_cron_secret(view: Callable[..., Any]) -> Callable[..., Any]:
 def process(query: dict[str, Any]) -> dict[str, Any]:
     """Run a billing cycle now and answer its summary."""
     state = runtime()
-    summary, duration_ms = run_cycle(state.sessions, query["type"], now(), state.config.billing)
+    summary, duration_ms = run_billing_cycle(
+        state.sessions, query["type"], now(), state.config.billing
+    )
     dispatch = dispatch_charges_now() if summary.charges_enqueued else "none"
     return {**summary.report(duration_ms), "dispatch": dispatch}

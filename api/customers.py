@@ -8,8 +8,8 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from api.auth import requires
-from api.blueprint import Blueprint
-from api.fields import time_text
+from api.blueprint import Blueprint, links
+from api.fields import currency_field, query_flag, time_text, webhook_url_field
 from api.schemas import PageQuery, page_of, paged
 from billing.chart import CUSTOMER_ID
 from billing.customers import (
@@ -24,6 +24,8 @@ from infra.runtime import now, runtime, transaction
 
 blp = Blueprint("customers", __name__, url_prefix="/api/admin/customers", description="Customers")
 
+ONE = "/api/admin/customers/{user_id}"
+
 # Sippy names accounts by an integer `i_account`.
 SIPPY_ACCOUNT_ID = validate.Regexp(r"^[0-9]{1,18}$", error="must be Sippy's numeric i_account")
 
@@ -31,19 +33,21 @@ SIPPY_ACCOUNT_ID = validate.Regexp(r"^[0-9]{1,18}$", error="must be Sippy's nume
 class CustomerQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(CUSTOMER_STATUSES))
     q = fields.String(validate=validate.Length(min=1, max=64))
-    has_sippy_account = fields.Boolean()
+    has_sippy_account = query_flag()
 
 
 class CustomerFields(Schema):
     name = fields.String(allow_none=True, validate=validate.Length(max=200))
     sippy_account_id = fields.String(allow_none=True, validate=SIPPY_ACCOUNT_ID)
     status = fields.String(validate=validate.OneOf(CUSTOMER_STATUSES))
-    webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False)
+    webhook_url = webhook_url_field()
 
 
 class CustomerIn(CustomerFields):
     user_id = fields.String(required=True, validate=validate.Regexp(CUSTOMER_ID))
-    currency = fields.String(validate=validate.Length(equal=3))
+    currency = currency_field(
+        checked_later=True, metadata={"description": "default: the global settings' currency"}
+    )
 
 
 class CustomerOut(Schema):
@@ -98,6 +102,13 @@ def list_all(query: dict[str, Any]) -> dict[str, Any]:
 @requires("admin")
 @blp.arguments(CustomerIn)
 @blp.response(201, CustomerOut)
+@blp.doc(
+    **links(
+        201,
+        read=("GET", ONE, {"user_id": "$response.body#/user_id"}),
+        change=("PATCH", ONE, {"user_id": "$response.body#/user_id"}),
+    )
+)
 def create(body: dict[str, Any]) -> dict[str, Any]:
     """Create a customer with its ledger accounts (currency: the global default if omitted)."""
     user_id = body.pop("user_id")

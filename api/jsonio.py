@@ -10,13 +10,17 @@ from typing import Any
 from flask.json.provider import DefaultJSONProvider
 
 
+class NulCharacter(ValueError):
+    """A JSON string holds a NUL: valid JSON, but nothing PostgreSQL can store or compare."""
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 def loads(text: str | bytes) -> Any:
     """Parse a request body. Raises ValueError (JSONDecodeError is one) for anything that is not
-    JSON the database can store: NaN, Infinity, or a NUL character in any string."""
+    JSON the database can store: NaN, Infinity, or a NUL character in any string (NulCharacter)."""
     document = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
     _refuse_nul(document)
     return document
@@ -28,7 +32,7 @@ def _refuse_nul(value: Any) -> None:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                raise ValueError("NUL characters are not accepted")
+                raise NulCharacter("NUL characters are not accepted")
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

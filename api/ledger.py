@@ -10,9 +10,9 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from api.auth import requires
-from api.blueprint import Blueprint
+from api.blueprint import Blueprint, links
 from api.errors import ApiError
-from api.fields import Instant, Money, money_text, time_text
+from api.fields import Instant, Money, currency_field, money_text, time_text
 from api.schemas import PageQuery, page_of
 from billing import journal
 from infra.runtime import now, transaction
@@ -24,6 +24,7 @@ from ledger.posting import get_transfer
 blp = Blueprint("ledger", __name__, url_prefix="/api/ledger", description="Double-entry ledger")
 
 READERS = ("admin", "accountant")
+FIRST_TRANSFER = {"transfer_id": "$response.body#/transfers/0/id"}
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ class AsOfQuery(Schema):
 class AccountListQuery(PageQuery):
     as_of = Instant()
     customer_id = fields.String()
-    currency = fields.String(validate=validate.Length(equal=3))
+    currency = currency_field()
     type = fields.String(
         validate=validate.OneOf(["asset", "liability", "equity", "revenue", "expense"])
     )
@@ -50,7 +51,7 @@ class StatementQuery(PageQuery):
 class LegIn(Schema):
     debit_account = fields.String(required=True, validate=validate.Length(min=1, max=200))
     credit_account = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    amount = Money(required=True, metadata={"type": "string", "example": "1.50"})
+    amount = Money(positive=True, required=True)
     metadata = fields.Dict(keys=fields.String())
 
 
@@ -58,10 +59,18 @@ class EntryIn(Schema):
     idempotency_key = fields.String(
         required=True, validate=validate.Length(min=1, max=MAX_KEY_LENGTH)
     )
-    kind = fields.String(required=True, validate=validate.OneOf([k.value for k in Kind]))
+    kind = fields.String(
+        required=True,
+        # Any kind is read; billing's own are refused by `post_manual_entry` (kind_not_allowed).
+        validate=validate.OneOf([k.value for k in Kind]),
+        metadata={
+            "enum": sorted(k.value for k in journal.MANUAL_KINDS),
+            "description": "billing's own kinds change through their owners' actions",
+        },
+    )
     description = fields.String(validate=validate.Length(max=1000))
     effective_at = Instant()
-    currency = fields.String(validate=validate.Length(equal=3))
+    currency = currency_field()
     metadata = fields.Dict(keys=fields.String())
     transfers = fields.List(
         fields.Nested(LegIn), required=True, validate=validate.Length(min=1, max=100)
@@ -287,6 +296,13 @@ def account_statement(query: dict[str, Any], code: str) -> dict[str, Any]:
 @blp.arguments(EntryIn)
 @blp.response(201, EntryOut)
 @blp.alt_response(200, schema=EntryOut, description="a replay of an earlier identical entry")
+@blp.doc(
+    **links(
+        201,
+        read=("GET", "/api/ledger/transfers/{transfer_id}", FIRST_TRANSFER),
+        reverse=("POST", "/api/ledger/transfers/{transfer_id}/reverse", FIRST_TRANSFER),
+    )
+)
 def post_transfers(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Post a manual journal entry (adjustment or opening); idempotent by `idempotency_key`."""
     entry = EntryRequest(

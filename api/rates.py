@@ -3,37 +3,79 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from api.auth import requires
 from api.blueprint import Blueprint
-from api.fields import Instant, money_text, time_text
+from api.fields import (
+    POSITIVE_AMOUNT_SCHEMA,
+    Instant,
+    currency_field,
+    money_text,
+    time_text,
+    unsigned,
+)
 from api.schemas import PageQuery, page_of, paged
 from billing.usage import rate_sheets
-from billing.usage.rate_sheets import COLUMNS, add_rates
+from billing.usage.problems import amount_shape_problem
+from billing.usage.rate_sheets import COLUMNS, PLAN, add_rates
 from infra.runtime import now, transaction
 
 blp = Blueprint("rates", __name__, url_prefix="/api/admin/rates", description="Rate table")
 
 
 class RateQuery(PageQuery):
-    plan = fields.String()
+    plan = fields.String(validate=validate.Regexp(PLAN.pattern))
     prefix = fields.String(validate=validate.Regexp(r"^[0-9]{1,15}$"))
-    currency = fields.String(validate=validate.Length(equal=3))
+    currency = currency_field()
     active_at = Instant(metadata={"description": "only the version in force at this instant"})
 
 
+def _amount(value: object) -> None:
+    """The price's shape; its sign is `parse_rate`'s to refuse (`invalid_rate`)."""
+    problem = (
+        amount_shape_problem(unsigned(value)) if isinstance(value, str | int | Decimal) else None
+    )
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        problem = "price must be a decimal string or a JSON number"
+    if problem is not None:
+        raise ValidationError(f"Not a valid amount: {problem}")
+
+
 class RateIn(Schema):
-    # Strings as in a rate sheet; parsed by the same function as the CSV import.
-    prefix = fields.Raw(required=True)
-    price = fields.Raw(required=True, metadata={"type": "string", "example": "0.0075"})
-    currency = fields.String(required=True)
-    country = fields.String(allow_none=True)
-    valid_from = fields.String(allow_none=True)
-    valid_to = fields.String(allow_none=True)
-    plan = fields.String(allow_none=True)
+    # Shaped here as the document says; parsed by the same function as the CSV import.
+    prefix = fields.String(
+        required=True,
+        metadata={
+            "pattern": r"^\+?[1-9][0-9]{0,14}$",
+            "description": "leading digits of E.164 numbers",
+            "example": "44",
+        },
+    )
+    price = fields.Raw(
+        required=True,
+        validate=_amount,
+        metadata={**POSITIVE_AMOUNT_SCHEMA, "description": "per segment, above zero"},
+    )
+    currency = currency_field(required=True)
+    country = fields.String(
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z]{2}$"),
+        metadata={"description": "ISO 3166 alpha-2 region of the prefix"},
+    )
+    valid_from = Instant(allow_none=True, metadata={"description": "default: always"})
+    valid_to = Instant(
+        allow_none=True, metadata={"description": "exclusive, after `valid_from`; default: open"}
+    )
+    plan = fields.String(
+        allow_none=True,
+        validate=validate.Regexp(PLAN.pattern),
+        metadata={"description": "default: `default`"},
+    )
 
 
 class RatesIn(Schema):
@@ -74,6 +116,13 @@ def _present(row: Any) -> dict[str, Any]:
     }
 
 
+def _text(value: Any) -> str | None:
+    """A loaded field as a rate sheet's text: instants in RFC 3339."""
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 @blp.route("")
 @requires("admin")
 @blp.arguments(RateQuery, location="query")
@@ -94,10 +143,7 @@ def list_rates(query: dict[str, Any]) -> dict[str, Any]:
 @blp.response(201, ImportOut)
 def add(body: dict[str, Any]) -> dict[str, Any]:
     """Add rate versions; identical ones already present are left as they are."""
-    texts = (
-        {k: (str(v) if v is not None else None) for k, v in values.items() if k in COLUMNS}
-        for values in body["rates"]
-    )
+    texts = ({k: _text(v) for k, v in values.items() if k in COLUMNS} for values in body["rates"])
     parsed = rate_sheets.parse_rates(texts, "index", 0, "bad rate(s)")
     summary = transaction(lambda s: add_rates(s, parsed, now()))
     return {"added": summary.added, "unchanged": summary.unchanged}

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, g, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import requires
-from api.blueprint import Blueprint, read_json
+from api.blueprint import Blueprint, links, read_json
 from api.errors import ApiError
 from api.fields import Instant, time_text
 from api.schemas import PageQuery, page_of, paged
@@ -33,14 +34,37 @@ blp = Blueprint(
 )
 READERS = ("accountant", "admin")
 MAX_STATEMENT_BYTES = 50 * 1024 * 1024
+MAX_ITEM_ID = 2**63 - 1
+"""Items are numbered by a BIGINT: a larger id names no item (404 from the router)."""
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""A run's range lies in [EARLIEST, LATEST]: Sippy's dates are Unix times, and a range
+beyond them is the caller's mistake, refused before Sippy is asked (not Sippy's outage)."""
+RANGE_TEXT = "from 1970-01-01T00:00:00Z to 2100-01-01T00:00:00Z"
+MAX_WINDOW_MINUTES = 7 * 24 * 60
 
 
 class RunIn(Schema):
-    start = Instant(data_key="from", required=True)
-    end = Instant(data_key="to", required=True)
-    source = fields.String(load_default="sippy", validate=validate.OneOf(["sippy", "statement"]))
+    start = Instant(
+        data_key="from",
+        required=True,
+        metadata={"description": f"start of the range (inclusive), {RANGE_TEXT}"},
+    )
+    end = Instant(
+        data_key="to",
+        required=True,
+        metadata={"description": f"end of the range (exclusive): after `from`, {RANGE_TEXT}"},
+    )
+    source = fields.String(
+        load_default="sippy",
+        validate=validate.OneOf(["sippy", "statement"]),
+        metadata={"description": "`statement` only with a multipart upload"},
+    )
     window_minutes = fields.Integer(
-        load_default=DEFAULT_WINDOW_SECONDS // 60, validate=validate.Range(min=0, max=7 * 24 * 60)
+        load_default=DEFAULT_WINDOW_SECONDS // 60,
+        validate=validate.Range(min=0, max=MAX_WINDOW_MINUTES),
     )
     mapping = fields.Dict(
         keys=fields.String(),
@@ -51,8 +75,17 @@ class RunIn(Schema):
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        for name, key in (("start", "from"), ("end", "to")):
+            if not EARLIEST <= data[name] <= LATEST:
+                raise ValidationError(f"`{key}` must be {RANGE_TEXT}", key)
         if data["end"] <= data["start"]:
             raise ValidationError("`to` must be after `from`", "to")
+
+
+class RunJsonDoc(RunIn):
+    """The JSON body as documented: against Sippy only (a statement is uploaded)."""
+
+    source = fields.String(validate=validate.OneOf(["sippy"]), metadata={"default": "sippy"})
 
 
 class RunQuery(Schema):
@@ -140,16 +173,39 @@ def _who() -> str:
     requestBody={
         "required": True,
         "content": {
-            "application/json": {"schema": RunIn},
+            "application/json": {"schema": RunJsonDoc},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["from", "to", "statement"],
+                    "additionalProperties": False,
                     "properties": {
-                        "from": {"type": "string", "format": "date-time"},
-                        "to": {"type": "string", "format": "date-time"},
-                        "window_minutes": {"type": "integer"},
-                        "mapping": {"type": "string", "description": "a JSON object"},
+                        "from": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": f"inclusive, {RANGE_TEXT}",
+                        },
+                        "to": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": f"exclusive: after `from`, {RANGE_TEXT}",
+                        },
+                        "source": {
+                            "type": "string",
+                            "enum": ["statement", "sippy"],
+                            "default": "statement",
+                        },
+                        "window_minutes": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_WINDOW_MINUTES,
+                            "default": DEFAULT_WINDOW_SECONDS // 60,
+                        },
+                        "mapping": {
+                            "type": "string",
+                            "description": "a JSON object of strings: statement column names,"
+                            " ours -> theirs",
+                        },
                         "statement": {"type": "string", "format": "binary"},
                     },
                 }
@@ -157,11 +213,23 @@ def _who() -> str:
         },
     },
     responses={
+        "413": {"$ref": "#/components/responses/DEFAULT_ERROR"},
         "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
-        "503": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+        "503": {
+            "description": "Sippy is not configured (`sippy_not_configured`) or does not"
+            " answer (`sippy_unavailable`, with `Retry-After`)",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            },
+        },
     },
 )
 @blp.response(201, RunOut)
+@blp.doc(
+    **links(
+        201, read=("GET", "/api/reconciliation/runs/{run_id}", {"run_id": "$response.body#/id"})
+    )
+)
 def create_run() -> dict[str, Any]:
     """Reconcile a range: `{"from", "to", "source": "sippy"}` as JSON, or multipart with the
     statement CSV in `statement` (and `from`, `to`, optional `mapping` as JSON)."""
@@ -216,6 +284,18 @@ def runs(query: dict[str, Any]) -> dict[str, Any]:
 @requires(*READERS)
 @blp.arguments(RunQuery, location="query")
 @blp.response(200, RunOut)
+@blp.doc(
+    responses={
+        200: {
+            "description": "the report: JSON, or with `format=csv` its items as CSV"
+            " (`Content-Disposition: attachment`), with `format=html` a page",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        }
+    }
+)
 def read_run(query: dict[str, Any], run_id: uuid.UUID) -> Any:
     """One run: `?format=json|csv|html`, `?items=all|differences`."""
     found = transaction(lambda s: run_report(s, run_id, query["items"] == "differences"))
@@ -230,7 +310,10 @@ def read_run(query: dict[str, Any], run_id: uuid.UUID) -> Any:
     return found.report
 
 
-@blp.route("/runs/<uuid:run_id>/items/<int:item_id>/resolve", methods=["POST"])
+@blp.route(
+    f"/runs/<uuid:run_id>/items/<int(min=1, max={MAX_ITEM_ID}):item_id>/resolve",
+    methods=["POST"],
+)
 @requires(*READERS)
 @blp.arguments(ResolveIn)
 @blp.response(200, ItemOut)

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import requires
 from api.blueprint import Blueprint
-from api.fields import Money, money_text
+from api.fields import Flag, Money, currency_field, money_text, query_flag, webhook_url_field
 from billing.chart import CUSTOMER_ID
 from billing.settings import (
     FREQUENCIES,
@@ -23,13 +23,16 @@ from billing.settings import (
 )
 from infra.runtime import now, runtime, transaction
 
+MAX_COUNT = 2**31 - 1
+"""The largest message or invoice count a setting may name."""
+
 blp = Blueprint(
     "settings", __name__, url_prefix="/api/admin/sms/billing-settings", description="Settings"
 )
 
 
 class SettingsQuery(Schema):
-    include_global = fields.Boolean(data_key="includeGlobal", load_default=False)
+    include_global = query_flag(data_key="includeGlobal", load_default=False)
     user_id = fields.String(data_key="userId", validate=validate.Regexp(CUSTOMER_ID))
 
 
@@ -40,17 +43,21 @@ class DeleteQuery(Schema):
 class SettingsIn(Schema):
     user_id = fields.String(data_key="userId", validate=validate.Regexp(CUSTOMER_ID))
     frequency = fields.String(validate=validate.OneOf(FREQUENCIES))
-    threshold_amount = Money(allow_none=True, metadata={"type": "string"})
-    threshold_messages = fields.Integer(allow_none=True, strict=True)
-    currency = fields.String(validate=validate.Length(equal=3))
-    auto_process = fields.Boolean()
-    notifications_enabled = fields.Boolean()
+    threshold_amount = Money(positive=True, allow_none=True)
+    threshold_messages = fields.Integer(
+        allow_none=True, strict=True, validate=validate.Range(min=1, max=MAX_COUNT)
+    )
+    currency = currency_field(checked_later=True)
+    auto_process = Flag()
+    notifications_enabled = Flag()
     notify_at_percent = fields.Integer(strict=True, validate=validate.Range(min=1, max=100))
-    require_manual_approval = fields.Boolean()
-    block_on_pending = fields.Boolean()
-    max_pending_invoices = fields.Integer(allow_none=True, strict=True)
-    credit_limit = Money(allow_none=True, metadata={"type": "string"})
-    webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False)
+    require_manual_approval = Flag()
+    block_on_pending = Flag()
+    max_pending_invoices = fields.Integer(
+        allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_COUNT)
+    )
+    credit_limit = Money(allow_none=True)
+    webhook_url = webhook_url_field()
 
 
 class SettingsOut(Schema):

@@ -20,7 +20,7 @@ blp = Blueprint(
 
 class StatsQuery(Schema):
     start = Instant(data_key="from", metadata={"description": "default: 30 days before `to`"})
-    end = Instant(data_key="to", metadata={"description": "default: now"})
+    end = Instant(data_key="to", metadata={"description": "after `from`; default: now"})
     top = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
 
     @validates_schema

@@ -21,11 +21,11 @@ from api.errors import ApiError
 from api.fields import money_text
 from api.group_commit import GroupCommitter
 from api.usage_docs import (
+    BATCH,
+    EVENT,
     CheckDoc,
     DecisionDoc,
     UsageAnswerDoc,
-    UsageBatchDoc,
-    UsageEventDoc,
     answer,
     body,
 )
@@ -33,7 +33,7 @@ from billing.errors import InvalidUsage
 from billing.usage.ingestion import UsageEvent, UsageResult, ingest_usage, validate_events
 from billing.usage.presend import Decision, check_send, parse_check
 from infra.http_status import RETRY_AFTER_SECONDS
-from infra.metrics import USAGE_EVENTS
+from infra.metrics import PRESEND_FAIL_OPEN, USAGE_EVENTS
 from infra.runtime import now, runtime, transaction
 from ledger.db import run_in_transaction
 from ledger.errors import DatabaseUnavailable, LedgerError
@@ -70,9 +70,17 @@ def present_result(result: UsageResult) -> dict[str, Any]:
 @blp.route("", methods=["POST"])
 @requires("service")
 @blp.doc(
-    requestBody=body(UsageEventDoc, UsageBatchDoc),
+    requestBody=body(EVENT, BATCH),
     responses={
-        "201": answer("at least one event posted", UsageAnswerDoc),
+        "201": {
+            **answer("at least one event posted", UsageAnswerDoc),
+            "links": {
+                "void": {
+                    "operationRef": "#/paths/~1api~1usage~1{message_id}~1void/post",
+                    "parameters": {"message_id": "$response.body#/results/0/message_id"},
+                }
+            },
+        },
         "200": answer("every event was a replay", UsageAnswerDoc),
         "409": {"$ref": "#/components/responses/DEFAULT_ERROR"},
         "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
@@ -144,6 +152,7 @@ def fail_open(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         except DatabaseUnavailable:
             log.warning("pre-send check: database unavailable; failing open")
+            PRESEND_FAIL_OPEN.labels("database_unavailable").inc()
             response = _open_answer()
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
             return response
@@ -151,6 +160,7 @@ def fail_open(view: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except Exception:
             log.exception("pre-send check failed; failing open")
+            PRESEND_FAIL_OPEN.labels("error").inc()
             return _open_answer()
 
     return guarded

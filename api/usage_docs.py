@@ -6,25 +6,96 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from billing.usage.presend import REASONS
+from api.fields import AMOUNT_SCHEMA, CURRENCIES, POSITIVE_AMOUNT_SCHEMA
+from billing.chart import CUSTOMER_ID
+from billing.usage.ingestion import MAX_BATCH, MAX_SEGMENTS, MAX_TEXT_LENGTH
+from billing.usage.presend import MAX_MESSAGES, REASONS
+from ledger.model import MAX_KEY_LENGTH
+
+USER_ID = {
+    "pattern": CUSTOMER_ID.pattern,
+    "description": "the sender: 1-64 letters, digits, `.`, `_`, `-`",
+}
+DESTINATION = {
+    "pattern": r"^\+[0-9]",
+    "example": "+447400123456",
+    "description": "a valid international number, E.164 (`+` and digits; spaces are allowed"
+    " and dropped)",
+}
+OPTIONAL = {"nullable": True}  # null is the same as leaving the field out
 
 
 class UsageEventDoc(Schema):
-    message_id = fields.String(required=True, metadata={"description": "idempotency key"})
-    user_id = fields.String(required=True)
-    destination = fields.String(required=True, metadata={"description": "E.164 number"})
-    segments = fields.Integer(metadata={"description": "or text_length with encoding"})
-    text_length = fields.Integer()
-    encoding = fields.String(validate=validate.OneOf(["gsm7", "ucs2"]))
-    sent_at = fields.String(metadata={"description": "RFC 3339 with offset; default now"})
-    cost = fields.String(metadata={"description": "decimal: taken as the price"})
-    currency = fields.String()
-    country = fields.String()
-    prefix = fields.String()
+    message_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=MAX_KEY_LENGTH),
+        metadata={"description": "idempotency key"},
+    )
+    user_id = fields.String(required=True, metadata=USER_ID)
+    destination = fields.String(required=True, metadata=DESTINATION)
+    segments = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_SEGMENTS),
+        metadata={**OPTIONAL, "description": "or text_length with encoding"},
+    )
+    # Read only without `segments`: then as SEGMENT_RULE says, otherwise not looked at.
+    text_length = fields.Raw(
+        metadata={
+            "description": f"without `segments`: 0 to {MAX_TEXT_LENGTH}, in septets (gsm7) or"
+            " UTF-16 units (ucs2); ignored with `segments`"
+        }
+    )
+    encoding = fields.Raw(
+        metadata={"description": "without `segments`: gsm7 or ucs2; ignored with `segments`"}
+    )
+    sent_at = fields.String(
+        metadata={**OPTIONAL, "format": "date-time", "description": "with offset; default now"}
+    )
+    cost = fields.Raw(
+        metadata={**POSITIVE_AMOUNT_SCHEMA, **OPTIONAL, "description": "taken as the price"}
+    )
+    currency = fields.String(
+        validate=validate.OneOf(CURRENCIES),
+        metadata={**OPTIONAL, "description": "must be the user's"},
+    )
+    country = fields.String(
+        metadata={
+            **OPTIONAL,
+            "pattern": "^([A-Z]{2}|001)$",
+            "description": "ISO 3166 alpha-2 (001: non-geographic); must be the number's",
+        }
+    )
+    prefix = fields.String(
+        metadata={
+            **OPTIONAL,
+            "pattern": "^[0-9]+$",
+            "description": "rating prefix: leading digits of the number",
+        }
+    )
 
 
-class UsageBatchDoc(Schema):
-    events = fields.List(fields.Nested(UsageEventDoc), metadata={"maxItems": 10_000})
+SEGMENT_RULE = {
+    "description": "`segments`, or (without it) `text_length` and `encoding`",
+    "anyOf": [
+        {"required": ["segments"], "properties": {"segments": {"type": "integer"}}},
+        {
+            "required": ["text_length", "encoding"],
+            "properties": {
+                "text_length": {"type": "integer", "minimum": 0, "maximum": MAX_TEXT_LENGTH},
+                "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+            },
+        },
+    ],
+}
+EVENT = {"allOf": [UsageEventDoc, SEGMENT_RULE]}
+BATCH = {
+    "type": "object",
+    "description": "a batch: exactly `events`, posted all or nothing",
+    "required": ["events"],
+    "additionalProperties": False,
+    "properties": {
+        "events": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": EVENT}
+    },
+}
 
 
 class UsageResultDoc(Schema):
@@ -45,12 +116,16 @@ class UsageAnswerDoc(Schema):
 
 
 class CheckDoc(Schema):
-    user_id = fields.String(required=True)
-    message_count = fields.Integer(required=True)
-    total_cost = fields.String()
-    destination = fields.String()
-    country = fields.String()
-    prefix = fields.String()
+    user_id = fields.String(required=True, metadata=USER_ID)
+    message_count = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_MESSAGES), metadata={"default": 1}
+    )
+    total_cost = fields.Raw(
+        metadata={**AMOUNT_SCHEMA, **OPTIONAL, "description": "what the messages cost, if known"}
+    )
+    destination = fields.String(metadata={**DESTINATION, **OPTIONAL})
+    country = fields.String(metadata=OPTIONAL)
+    prefix = fields.String(metadata=OPTIONAL)
 
 
 class DecisionDoc(Schema):
@@ -67,7 +142,7 @@ class DecisionDoc(Schema):
     estimated_cost = fields.String()
 
 
-def body(*schemas: type[Schema]) -> dict[str, object]:
+def body(*schemas: object) -> dict[str, object]:
     """A requestBody of one of `schemas` (apispec resolves them to components)."""
     schema: object = schemas[0] if len(schemas) == 1 else {"oneOf": list(schemas)}
     return {"required": True, "content": {"application/json": {"schema": schema}}}

@@ -39,7 +39,7 @@ class VoidOut(Schema):
 
 @blp.route("/<path:message_id>/void", methods=["POST"])
 @requires("service", "admin")
-@blp.arguments(VoidIn)
+@blp.arguments(VoidIn, required=False)
 @blp.response(201, VoidOut)
 @blp.alt_response(200, schema=VoidOut, description="voided before: the same reversal")
 @blp.alt_response(404, description="no usage event with this message_id")

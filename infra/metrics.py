@@ -106,7 +106,7 @@ def observe_sippy(method: str, outcome: str, seconds: float) -> None:
 
 def record_billing_cycle(frequency: str, errors: int, finished_at: float) -> None:
     """Count a billing cycle; a cycle without errors also moves its last-success time. Every
-    runner of a cycle calls it (the job; the cron endpoint should too)."""
+    runner of a cycle calls it, through `jobs.billing.run_billing_cycle`."""
     BILLING_CYCLES.labels(frequency, "failed" if errors else "ok").inc()
     if not errors:
         BILLING_CYCLE_LAST_SUCCESS.labels(frequency).set(finished_at)

@@ -32,7 +32,13 @@ from billing.settings import (
     merge,
 )
 from billing.tables import usage_counters
-from billing.usage.problems import Checked, Problem, Problems, check_user_id
+from billing.usage.problems import (
+    Checked,
+    Problem,
+    Problems,
+    amount_shape_problem,
+    check_user_id,
+)
 from billing.usage.rating import Destination, count_segments, parse_destination, rate_cache
 from billing.usage.thresholds import after_usage
 from ledger.errors import LedgerError, TooManyDecimals
@@ -128,7 +134,7 @@ _PREFIX_MISMATCH = (
 _NOT_AN_OBJECT = (Problem("", "invalid_type", "an event is a JSON object"),)
 # A tuple, not a set: `in` must compare, never hash, whatever JSON value arrives.
 _ENCODINGS = ("gsm7", "ucs2")
-_MAX_TEXT_LENGTH = MAX_SEGMENTS * 67  # 255 parts of 67 UCS-2 units, the bound for either encoding
+MAX_TEXT_LENGTH = MAX_SEGMENTS * 67  # 255 parts of 67 UCS-2 units, the bound for either encoding
 
 
 def _check_unknown_fields(raw: dict[str, Any]) -> Problems:
@@ -174,7 +180,7 @@ def _count_segments(text_length: Any, encoding: Any) -> Checked[int]:
     """Segments from the message's length and encoding, both as sent; a bad encoding is reported
     before a bad length, both when both are bad."""
     problems: Problems = () if encoding in _ENCODINGS else _INVALID_ENCODING
-    if not _is_int(text_length) or not 0 <= text_length <= _MAX_TEXT_LENGTH:
+    if not _is_int(text_length) or not 0 <= text_length <= MAX_TEXT_LENGTH:
         return None, problems + _INVALID_TEXT_LENGTH
     if problems:
         return None, problems
@@ -201,7 +207,10 @@ def _check_cost(raw: dict[str, Any]) -> Checked[int]:
         return None, (Problem("cost", "too_many_decimals", error.message),)
     except LedgerError as error:
         return None, (Problem("cost", "invalid_cost", error.message),)
-    return (None, _COST_NOT_POSITIVE) if cost <= 0 else (cost, ())
+    if cost <= 0:
+        return None, _COST_NOT_POSITIVE
+    shape = amount_shape_problem(value)
+    return (None, (Problem("cost", "invalid_cost", shape),)) if shape else (cost, ())
 
 
 def _check_currency(raw: dict[str, Any]) -> Checked[str]:

@@ -20,7 +20,13 @@ from billing.errors import InvalidUsage
 from billing.invoice import UNPAID, InvoiceStatus
 from billing.settings import BillingDefaults, global_settings, merge
 from billing.tables import billing_settings, customers, invoices
-from billing.usage.problems import Checked, Problem, Problems, check_user_id
+from billing.usage.problems import (
+    Checked,
+    Problem,
+    Problems,
+    amount_shape_problem,
+    check_user_id,
+)
 from billing.usage.rating import parse_destination, rate_cache
 from ledger.errors import LedgerError
 from ledger.money import parse_micros
@@ -116,7 +122,8 @@ def _check_total_cost(body: dict[str, Any]) -> Checked[int]:
         return None, (Problem("total_cost", "invalid_cost", error.message),)
     if total_cost < 0:
         return total_cost, (Problem("total_cost", "invalid_cost", "total_cost cannot be negative"),)
-    return total_cost, ()
+    shape = amount_shape_problem(body["total_cost"])
+    return (None, (Problem("total_cost", "invalid_cost", shape),)) if shape else (total_cost, ())
 
 
 def _check_destination(body: dict[str, Any]) -> Problems:

@@ -70,7 +70,7 @@ def parse_rate(values: Mapping[str, Any]) -> RateVersion:
     for name in REQUIRED:
         if values.get(name) in (None, ""):
             raise ValueError(f"{name} is required")
-    prefix = str(values["prefix"]).strip().lstrip("+")
+    prefix = str(values["prefix"]).removeprefix("+")  # a sheet's cells arrive stripped
     if not PREFIX.match(prefix):
         raise ValueError("prefix must be 1-15 digits of an E.164 number")
     try:

@@ -350,14 +350,14 @@ def test_unknown_paths_and_methods_answer_in_the_envelope(api: ApiClient) -> Non
             "/api/ledger/transfers",
             {"json": {**ENTRY, "idempotency_key": "a\u0000b"}},
             400,
-            "malformed_json",
+            "invalid_characters",
         ),
         (
             "POST",
             "/api/ledger/transfers",
             {"json": {**ENTRY, "metadata": {"k\u0000": 1}}},
             400,
-            "malformed_json",
+            "invalid_characters",
         ),
         (
             "POST",
