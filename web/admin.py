@@ -53,10 +53,7 @@ def sign_in() -> ResponseReturnValue:
             "That key is not a live admin or accountant key. Check it and try again.", 401
         )
     token, _ = started
-    kept_user = session.get("user")
     session.clear()  # a fresh session: nothing from before the sign-in carries over
-    if kept_user is not None:
-        session["user"] = kept_user
     remember(STAFF_COOKIE_KEY, token)
     return redirect(url_for("admin.home"), 303)
 

@@ -35,7 +35,7 @@ from jobs.billing import run_billing_cycle
 from web import format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
-from web.errors import error_page
+from web.errors import error_page, notice
 from web.filters import PAGE_SIZE, Filters, first_row, listing
 from web.security import is_htmx
 from web.tabs import back_to, page_context, tab
@@ -240,8 +240,7 @@ def run_now() -> ResponseReturnValue:
         f" ({report['duration_ms']} ms)."
     )
     if is_htmx(request):
-        body = render_template("admin/_notice.html", message=message, ok=not report["errors"])
-        return body, 200, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+        return notice(message, 200, ok=not report["errors"])
     flash(message, "success" if not report["errors"] else "error")
     return redirect(back, 303)
 
@@ -249,7 +248,6 @@ def run_now() -> ResponseReturnValue:
 def _refused(message: str, back: str, status: int) -> ResponseReturnValue:
     """A refusal: htmx shows it in the page's notice area, a plain form after the redirect."""
     if is_htmx(request):
-        body = render_template("admin/_notice.html", message=message, ok=False)
-        return body, status, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+        return notice(message, status)
     flash(message, "error")
     return redirect(back, 303)

@@ -74,8 +74,7 @@ def _row(customer: Customer, **extra: Any) -> str:
 def _not_found(user_id: str) -> ResponseReturnValue:
     message = f"There is no customer {user_id}."
     if is_htmx(request):
-        body = render_template("admin/_notice.html", message=message, ok=False)
-        return body, 404, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+        return errors.notice(message, 404)
     return errors.error_page(404, message)
 
 
@@ -153,8 +152,7 @@ def set_status(user_id: str) -> ResponseReturnValue:
     if status not in STATUSES:
         message = f"Status must be one of {', '.join(STATUSES)}."
         if is_htmx(request):
-            body = render_template("admin/_notice.html", message=message, ok=False)
-            return body, 422, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+            return errors.notice(message, 422)
         flash(message, "error")
         return redirect(back_to(request.form, "customers"), 303)
     try:

@@ -38,6 +38,13 @@ def error_page(
     return body, status, headers or {}
 
 
+def notice(message: str, status: int = 200, ok: bool = False) -> tuple[str, int, dict[str, str]]:
+    """An htmx answer shown in the page's notice area (`#notices`) instead of the element the
+    request targeted: a refusal, or a summary that belongs to no row."""
+    body = render_template("admin/_notice.html", message=message, ok=ok)
+    return body, status, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+
+
 def _http(error: HTTPException) -> ResponseReturnValue:
     return error_page(error.code or 500, error.description or error.name)
 

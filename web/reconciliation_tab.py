@@ -293,8 +293,7 @@ def resolve_item(run_id: uuid.UUID, item_id: int) -> ResponseReturnValue:
 
 def _refused(message: str, back: str, status: int) -> ResponseReturnValue:
     if is_htmx(request):
-        body = render_template("admin/_notice.html", message=message, ok=False)
-        return body, status, {"HX-Retarget": "#notices", "HX-Reswap": "innerHTML"}
+        return errors.notice(message, status)
     flash(message, "error")
     return redirect(back, 303)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from billing.access.user_tokens import mint_user_token
@@ -192,6 +193,32 @@ def page(browser: Any, watched: Watched) -> Iterator[Any]:
     new_page.set_default_timeout(10_000)
     yield new_page
     browser_context.close()
+
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = CSRF.search(html)
+    assert found, "the page has a CSRF token"
+    return found.group(1)
+
+
+def csrf_token(http: FlaskClient, path: str) -> str:
+    return csrf_of(http.get(path).get_data(as_text=True))
+
+
+def staff_client(site: Site, role: str = "admin") -> FlaskClient:
+    """A Flask test client signed in as `role` through the sign-in form, as a browser without
+    JavaScript would."""
+    http = site.api.app.test_client()
+    answer = http.post(
+        "/admin/sms/sign-in",
+        data={"api_key": site.key(role), "csrf_token": csrf_token(http, "/admin/sms")},
+    )
+    assert answer.status_code == 303
+    return http
 
 
 def sign_in(page: Any, site: Site, role: str = "admin") -> None:

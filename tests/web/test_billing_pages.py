@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.client import ApiClient
 from tests.scenarios import sms
-from tests.web.conftest import Site, Watched, sign_in
+from tests.web.conftest import Site, Watched, csrf_of, sign_in, staff_client
 
 pytestmark = pytest.mark.postgres
 
@@ -35,23 +33,6 @@ def arrange_pending(site: Site) -> dict[str, Any]:
     assert site.api.as_cron().post("/api/cron/process-sms-billing?type=daily").status_code == 200
     items = admin.get(RECORDS).json["items"]
     return {item["user_id"]: item for item in items}
-
-
-def signed_in_client(api: ApiClient, role: str = "admin") -> Any:
-    """A Flask test client signed in through the form, as a browser would."""
-    client = api.app.test_client()
-    token = csrf_of(client.get("/admin/sms").text)
-    answer = client.post(
-        "/admin/sms/sign-in", data={"api_key": api.keys[role], "csrf_token": token}
-    )
-    assert answer.status_code == 303
-    return client
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has a CSRF token"
-    return found.group(1)
 
 
 @pytest.mark.browser
@@ -131,7 +112,7 @@ def test_running_a_billing_cycle_shows_its_summary(page: Any, site: Site) -> Non
 
 def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(site: Site) -> None:
     failed = arrange_pending(site)["43"]
-    client = signed_in_client(site.api)
+    client = staff_client(site)
 
     refused = client.post(f"/admin/sms/billing/{failed['id']}/action", data={"action": "cancel"})
 
@@ -147,7 +128,7 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(site: Site
 
 def test_bad_filters_show_a_message_and_the_unfiltered_list(site: Site) -> None:
     arrange_pending(site)
-    client = signed_in_client(site.api)
+    client = staff_client(site)
 
     answer = client.get("/admin/sms?tab=billing&status=lost&user=<b>&from=yesterday&page=0")
 
@@ -160,7 +141,7 @@ def test_bad_filters_show_a_message_and_the_unfiltered_list(site: Site) -> None:
 
 def test_the_csv_export_has_every_filtered_record(site: Site) -> None:
     records = arrange_pending(site)
-    client = signed_in_client(site.api)
+    client = staff_client(site)
 
     answer = client.get("/admin/sms/billing.csv?status=failed")
 
@@ -173,7 +154,7 @@ def test_the_csv_export_has_every_filtered_record(site: Site) -> None:
 
 def test_an_accountant_sees_records_but_no_actions_and_may_not_act(site: Site) -> None:
     failed = arrange_pending(site)["43"]
-    client = signed_in_client(site.api, "accountant")
+    client = staff_client(site, "accountant")
 
     page = client.get("/admin/sms?tab=billing")
     assert page.status_code == 200 and f'id="record-{failed["id"]}"' in page.text
@@ -187,7 +168,7 @@ def test_an_accountant_sees_records_but_no_actions_and_may_not_act(site: Site) -
 
 
 def test_every_page_answer_carries_the_content_security_policy(site: Site) -> None:
-    client = signed_in_client(site.api)
+    client = staff_client(site)
     for path in ("/admin/sms", "/admin/sms?tab=billing", "/admin/sms/nowhere"):
         answer = client.get(path)
         policy = answer.headers["Content-Security-Policy"]
@@ -196,7 +177,7 @@ def test_every_page_answer_carries_the_content_security_policy(site: Site) -> No
 
 
 def test_signing_out_ends_the_session_on_the_server(site: Site) -> None:
-    client = signed_in_client(site.api)
+    client = staff_client(site)
     cookie = client.get_cookie("smsledger_session").value
     token = csrf_of(client.get("/admin/sms").text)
     assert client.post("/admin/sms/sign-out", data={"csrf_token": token}).status_code == 303
@@ -207,7 +188,7 @@ def test_signing_out_ends_the_session_on_the_server(site: Site) -> None:
 
 
 def test_revoking_the_key_ends_its_sessions(site: Site) -> None:
-    client = signed_in_client(site.api)
+    client = staff_client(site)
     assert "Billing records" in client.get("/admin/sms").text
     runner = site.api.app.test_cli_runner()
     listed = runner.invoke(args=["keys", "list"])

@@ -5,7 +5,6 @@ for accountants and admins, with bad input answered by a message, never a 500.""
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +13,11 @@ from flask.testing import FlaskClient
 
 from infra.config import Config
 from tests.client import ApiClient
-from tests.web.conftest import Site, Watched, sign_in
+from tests.web.conftest import Site, Watched, csrf_token, sign_in, staff_client
 
 pytestmark = [pytest.mark.postgres]
 
 RUNS = "/api/reconciliation/runs"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 HEADER = "i_payment,i_account,payment_time,amount,currency,notes,type\n"
 # An operator's manual 5.00 debit on Sippy account 1001 that the ledger never saw.
 MANUAL_DEBIT = HEADER + "77,1001,2026-11-24T04:00:00Z,5.00,USD,,debit\n"
@@ -31,20 +29,6 @@ def customer_on_1001(site: Site, user_id: str = "rc-1") -> None:
         "/api/admin/customers", {"user_id": user_id, "sippy_account_id": "1001"}
     )
     assert answer.status_code == 201, answer.json
-
-
-def staff_client(api: ApiClient, role: str = "admin") -> FlaskClient:
-    http = api.app.test_client()
-    token = csrf_token(http, "/admin/sms")
-    answer = http.post("/admin/sms/sign-in", data={"api_key": api.keys[role], "csrf_token": token})
-    assert answer.status_code == 303
-    return http
-
-
-def csrf_token(http: FlaskClient, path: str) -> str:
-    found = TOKEN.search(http.get(path).get_data(as_text=True))
-    assert found is not None
-    return found.group(1)
 
 
 def upload(http: FlaskClient, raw: bytes | None, **fields: str) -> Any:
@@ -165,7 +149,7 @@ def test_resolving_works_without_javascript(browser: Any, site: Site) -> None:
 
 
 def test_a_run_from_sippy_through_the_form(site: Site) -> None:
-    http = staff_client(site.api, "accountant")
+    http = staff_client(site, "accountant")
     answer = upload(http, None, source="sippy")
     assert answer.status_code == 303
     run_page = http.get(answer.headers["Location"])
@@ -190,7 +174,7 @@ def test_a_run_from_sippy_through_the_form(site: Site) -> None:
 def test_bad_run_fields_are_a_message_on_the_tab(
     site: Site, fields: dict[str, str], message: str
 ) -> None:
-    http = staff_client(site.api)
+    http = staff_client(site)
     answer = upload(http, MANUAL_DEBIT.encode(), **fields)
     assert answer.status_code == 422
     assert message in answer.get_data(as_text=True)
@@ -211,7 +195,7 @@ def test_bad_run_fields_are_a_message_on_the_tab(
 def test_unreadable_statements_are_a_message_and_store_no_run(
     site: Site, raw: bytes | None, message: str
 ) -> None:
-    http = staff_client(site.api)
+    http = staff_client(site)
     answer = upload(http, raw)
     text = answer.get_data(as_text=True)
     assert answer.status_code == 422
@@ -237,7 +221,7 @@ def test_without_sippy_a_sippy_run_says_so_on_the_tab(
 
 def test_an_unreachable_sippy_is_a_message_not_a_500(site: Site) -> None:
     site.sim.state.inject_fault(method="getPaymentsList", kind="http_5xx")
-    http = staff_client(site.api)
+    http = staff_client(site)
     answer = upload(http, None, source="sippy")
     assert answer.status_code == 503
     assert "Sippy&#39;s statement could not be fetched" in answer.get_data(as_text=True)
@@ -246,7 +230,7 @@ def test_an_unreachable_sippy_is_a_message_not_a_500(site: Site) -> None:
 def test_unknown_runs_items_and_accounts_are_404_pages(site: Site) -> None:
     customer_on_1001(site)
     run = api_run(site, MANUAL_DEBIT)
-    http = staff_client(site.api, "accountant")
+    http = staff_client(site, "accountant")
     assert (
         http.get("/admin/sms/reconciliation/00000000-0000-0000-0000-000000000000").status_code
         == 404
@@ -276,7 +260,7 @@ def test_a_resolve_without_its_csrf_token_is_refused_and_changes_nothing(site: S
     customer_on_1001(site)
     run = api_run(site, MANUAL_DEBIT)
     (item,) = [i for i in run["items"] if i["kind"] == "missing_in_ledger"]
-    http = staff_client(site.api, "accountant")
+    http = staff_client(site, "accountant")
     answer = http.post(
         f"/admin/sms/reconciliation/{run['id']}/items/{item['id']}/resolve",
         data={"action": "accept"},
@@ -297,7 +281,7 @@ def upload_without_token(http: FlaskClient) -> Any:
 
 def test_the_trial_balance_and_a_statement_read_bad_filters_as_messages(site: Site) -> None:
     customer_on_1001(site)
-    http = staff_client(site.api, "accountant")
+    http = staff_client(site, "accountant")
     page = http.get("/admin/sms/reconciliation/trial-balance")
     text = page.get_data(as_text=True)
     assert page.status_code == 200

@@ -20,7 +20,7 @@ from billing.invoicing.stats import DailyBilling, daily_billing
 from billing.tables import customers, invoices
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.scenarios import sms
-from tests.web.conftest import Site, Watched, sign_in
+from tests.web.conftest import Site, Watched, csrf_of, sign_in, staff_client
 
 pytestmark = [pytest.mark.postgres]
 
@@ -65,23 +65,6 @@ def arrange(site: Site) -> dict[str, dict[str, Any]]:
     return found
 
 
-def client_as(site: Site, role: str = "admin") -> Any:
-    """A Flask test client signed in through the sign-in form."""
-    client = site.api.app.test_client()
-    token = csrf_of(client.get("/admin/sms").text)
-    answer = client.post(
-        "/admin/sms/sign-in", data={"api_key": site.key(role), "csrf_token": token}
-    )
-    assert answer.status_code == 303
-    return client
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has a CSRF token"
-    return found.group(1)
-
-
 def record_url(record: dict[str, Any]) -> str:
     return f"/admin/sms/billing/{record['id']}"
 
@@ -101,7 +84,7 @@ def test_a_paid_record_shows_its_lines_sippy_s_answer_and_its_transfers(site: Si
     detail = site.api.as_role("admin").get(f"{RECORDS}/{paid['id']}").json
     (attempt,) = detail["payment_attempts"]
 
-    page = client_as(site).get(record_url(paid))
+    page = staff_client(site).get(record_url(paid))
 
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.text
@@ -128,7 +111,7 @@ def test_a_declined_record_shows_the_decline_and_a_retryable_one_its_next_attemp
     site: Site,
 ) -> None:
     records = arrange(site)
-    client = client_as(site)
+    client = staff_client(site)
 
     declined = client.get(record_url(records["44"])).text
     timeline = section(declined, "attempts")
@@ -145,14 +128,14 @@ def test_a_declined_record_shows_the_decline_and_a_retryable_one_its_next_attemp
 
 def test_the_accountant_reads_a_record_without_its_actions(site: Site) -> None:
     records = arrange(site)
-    page = client_as(site, "accountant").get(record_url(records["44"]))
+    page = staff_client(site, "accountant").get(record_url(records["44"]))
     assert page.status_code == 200
     assert 'id="attempts"' in page.text and 'id="record-actions"' not in page.text
     assert "admin.record_action" not in page.text and "/action" not in page.text
 
 
 def test_an_unknown_record_is_a_404_page(site: Site) -> None:
-    client = client_as(site)
+    client = staff_client(site)
     missing = client.get(f"/admin/sms/billing/{uuid.UUID(int=0)}")
     assert (missing.status_code, missing.mimetype) == (404, "text/html")
     assert '<h1 class="h3">Not found</h1>' in missing.text
@@ -167,7 +150,7 @@ def test_retry_as_a_plain_form_comes_back_to_the_record_and_pays(site: Site) -> 
     records = arrange(site)
     failed = records["44"]
     top_up(site, 1002)
-    client = client_as(site)
+    client = staff_client(site)
     html = client.get(record_url(failed)).text
 
     answer = client.post(
@@ -186,7 +169,7 @@ def test_retry_as_a_plain_form_comes_back_to_the_record_and_pays(site: Site) -> 
 def test_cancelling_from_the_record_is_confirmed_on_the_record_first(site: Site) -> None:
     records = arrange(site)
     failed = records["44"]
-    client = client_as(site)
+    client = staff_client(site)
     asked = client.get(record_url(failed), query_string={"confirm": "cancel"}).text
     assert 'id="confirm-action"' in asked and "This cannot be undone." in asked
     assert (
@@ -209,7 +192,7 @@ def test_cancelling_from_the_record_is_confirmed_on_the_record_first(site: Site)
 
 def test_the_failed_tab_lists_failed_invoices_with_their_reason(site: Site) -> None:
     records = arrange(site)
-    page = client_as(site).get("/admin/sms", query_string={"tab": "failed"})
+    page = staff_client(site).get("/admin/sms", query_string={"tab": "failed"})
     assert page.status_code == 200
     html = page.text
     assert 'id="failed-total">2<' in html
@@ -218,11 +201,11 @@ def test_the_failed_tab_lists_failed_invoices_with_their_reason(site: Site) -> N
     assert 'name="action" value="retry"' in declined
     assert f'id="failed-{records["42"]["id"]}"' not in html  # paid: not listed
     assert NASTY not in html and "&lt;b&gt;busy&lt;/b&gt;" in html
-    assert client_as(site).get("/admin/sms?tab=failed&page=x").status_code == 400
+    assert staff_client(site).get("/admin/sms?tab=failed&page=x").status_code == 400
 
 
 def test_the_accountant_sees_neither_the_failed_nor_the_stats_tab(site: Site) -> None:
-    client = client_as(site, "accountant")
+    client = staff_client(site, "accountant")
     for name in ("failed", "stats"):
         page = client.get("/admin/sms", query_string={"tab": name})
         assert (page.status_code, page.mimetype) == (403, "text/html")
@@ -237,7 +220,7 @@ def test_the_accountant_sees_neither_the_failed_nor_the_stats_tab(site: Site) ->
 def test_the_stats_tab_shows_the_figures_and_a_plot_without_script(site: Site) -> None:
     records = arrange(site)
     site.clock.now += timedelta(minutes=5)  # the invoices were created at "now": include them
-    client = client_as(site)
+    client = staff_client(site)
 
     page = client.get("/admin/sms", query_string={"tab": "stats"})
 
@@ -271,7 +254,7 @@ def test_the_stats_tab_shows_the_figures_and_a_plot_without_script(site: Site) -
 
 def test_a_range_in_the_url_bounds_the_figures(site: Site) -> None:
     arrange(site)
-    client = client_as(site)
+    client = staff_client(site)
     before = client.get("/admin/sms?tab=stats&from=2026-10-01&to=2026-11-01").text
     assert 'id="stats-total">0<' in before and "No invoices in this range." in before
     assert 'value="2026-10-01"' in before and 'value="2026-11-01"' in before
@@ -295,7 +278,7 @@ def test_a_range_in_the_url_bounds_the_figures(site: Site) -> None:
 def test_bad_stats_ranges_are_a_400_page_with_the_reason(
     site: Site, query: dict[str, str], message: str
 ) -> None:
-    client = client_as(site)
+    client = staff_client(site)
     page = client.get("/admin/sms", query_string={"tab": "stats", **query})
     assert (page.status_code, page.mimetype) == (400, "text/html")
     assert message in page.text and 'role="alert"' in page.text

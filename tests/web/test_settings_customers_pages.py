@@ -4,19 +4,16 @@ Sippy account, suspended and reactivated; names shown as inert text; without Jav
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 
-from tests.web.conftest import Site, Watched, sign_in
+from tests.web.conftest import Site, Watched, csrf_token, sign_in, staff_client
 
 pytestmark = [pytest.mark.postgres]
 
 SETTINGS = "/api/admin/sms/billing-settings"
 CUSTOMERS = "/api/admin/customers"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 GLOBAL_FORM = {
     "frequency": "daily",
     "threshold_amount": "",
@@ -29,21 +26,6 @@ GLOBAL_FORM = {
     "credit_limit": "",
     "webhook_url": "",
 }
-
-
-def staff_client(site: Site, role: str = "admin") -> FlaskClient:
-    """A test client signed in as `role` through the sign-in form."""
-    http = site.api.app.test_client()
-    token = csrf_token(http, "/admin/sms")
-    answer = http.post("/admin/sms/sign-in", data={"api_key": site.key(role), "csrf_token": token})
-    assert answer.status_code == 303
-    return http
-
-
-def csrf_token(http: FlaskClient, path: str) -> str:
-    found = TOKEN.search(http.get(path).get_data(as_text=True))
-    assert found is not None
-    return found.group(1)
 
 
 def global_settings(site: Site) -> dict[str, Any]:
