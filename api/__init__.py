@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import Flask, request
+from flask import Flask, abort, request
 from flask_smorest import Api
 
 from api import (
@@ -43,8 +43,11 @@ class SmsLedgerApi(Api):
 
 
 def _refuse_nul_in_url() -> None:
-    """A NUL cannot be stored or compared by PostgreSQL: refuse it before any query."""
+    """A NUL cannot be stored or compared by PostgreSQL: refuse it before any query (the API
+    in its envelope, a page with the pages' 400)."""
     if "\x00" in request.path or b"%00" in request.query_string:
+        if not request.path.startswith("/api/"):
+            abort(400, "NUL characters are not accepted.")
         raise errors.ApiError(400, "invalid_characters", "NUL characters are not accepted.")
 
 

@@ -63,6 +63,10 @@ class Config:
     # and kept under ./var/), and the origins that may frame the billing widget.
     secret_key: str | None = None
     widget_frame_ancestors: tuple[str, ...] = ()
+    # Behind a TLS-terminating proxy: mark the cookies `Secure` always, and/or believe its
+    # X-Forwarded-Proto/-Host (only when the proxy is the sole way in).
+    secure_cookies: bool = False
+    trust_proxy_headers: bool = False
     log_format: str = "json"
     billing: BillingDefaults = field(default_factory=BillingDefaults)
 
@@ -94,6 +98,8 @@ class Config:
             webhook_signing_secret=env.get("WEBHOOK_SIGNING_SECRET") or None,
             secret_key=env.get("SECRET_KEY") or None,
             widget_frame_ancestors=tuple((env.get("WIDGET_FRAME_ANCESTORS") or "").split()),
+            secure_cookies=_flag(env, "SESSION_COOKIE_SECURE", False),
+            trust_proxy_headers=_flag(env, "TRUST_PROXY_HEADERS", False),
             log_format=log_format,
             billing=BillingDefaults(
                 frequency=env.get("SMS_BILLING_DEFAULT_FREQUENCY") or "daily",

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from flask import Blueprint, Flask
 from flask_bootstrap import Bootstrap5
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infra.config import Config
-from web import format, security
+from web import filters, format, security
 from web.blueprints import admin_pages, user_pages
 
 assets = Blueprint("assets", __name__, static_folder="static", url_prefix="/assets")
@@ -40,11 +41,15 @@ def register(app: Flask, config: Config) -> None:
         WTF_CSRF_CHECK_DEFAULT=False,  # the JSON API authenticates by bearer, not cookie
         WTF_CSRF_TIME_LIMIT=None,  # valid as long as the session is
         BOOTSTRAP_SERVE_LOCAL=True,
+        SESSION_COOKIE_SECURE=config.secure_cookies,
     )
+    if config.trust_proxy_headers:  # HTTPS seen by the proxy counts as HTTPS here
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
     app.session_interface = security.SessionCookie()
     security.csrf.init_app(app)
     Bootstrap5(app)
     app.jinja_env.filters.update(format.FILTERS)
+    app.jinja_env.globals["page_url"] = filters.page_url
     app.register_blueprint(admin_pages)
     app.register_blueprint(user_pages)
     app.register_blueprint(assets)

@@ -13,6 +13,7 @@ from infra.runtime import now, transaction
 from web import errors
 from web.auth import STAFF_COOKIE_KEY, forget, remember, staff_role
 from web.blueprints import admin_pages
+from web.security import is_htmx
 from web.tabs import ORDER, TABS, tabs_for
 
 
@@ -21,6 +22,8 @@ def sign_in_page(message: str | None, status: int = 200) -> ResponseReturnValue:
 
 
 def _unauthorized(error: HTTPException) -> ResponseReturnValue:
+    if is_htmx(request):
+        return errors.error_page(401, "Your session has ended. Sign in again.")
     return sign_in_page("Your session has ended. Sign in again.", 401)
 
 

@@ -152,10 +152,19 @@ CSV_COLUMNS = (
 )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_cell(text: str) -> str:
+    """Stored text (a user id, Sippy's error message) as a spreadsheet shows it, never as a
+    formula: a leading `=`, `+`, `-`, `@` is quoted (OWASP's CSV injection advice)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_row(row: Any) -> list[Any]:
     return [
         row.id,
-        row.customer_id,
+        as_cell(row.customer_id),
         row.status,
         row.frequency,
         format.instant(row.period_start),
@@ -165,7 +174,7 @@ def csv_row(row: Any) -> list[Any]:
         format.amount(row.amount_micros, row.currency),
         row.currency,
         row.attempts,
-        row.last_error or "",
+        as_cell(row.last_error or ""),
         format.instant(row.next_retry_at) if row.next_retry_at else "",
         format.instant(row.created_at),
     ]

@@ -4,7 +4,7 @@ on every state-changing request and send the hardened headers of `web.security`.
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, abort, request
 from werkzeug.wrappers import Response
 
 from infra.runtime import runtime
@@ -16,9 +16,15 @@ user_pages = Blueprint("enduser", __name__, template_folder="templates")
 
 @admin_pages.before_request
 @user_pages.before_request
-def _check_csrf() -> None:
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        security.csrf.protect()
+def _check_form() -> None:
+    """Every state-changing request carries its CSRF token, and no NUL (which PostgreSQL
+    cannot store) in any field or file name: a 400 page, not a database error."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    security.csrf.protect()
+    names = [upload.filename or "" for upload in request.files.values()]
+    if any("\x00" in text for text in [*request.form.values(), *request.form.keys(), *names]):
+        abort(400, "NUL characters are not accepted.")
 
 
 @admin_pages.after_request
@@ -30,4 +36,5 @@ def _harden_staff(response: Response) -> Response:
 def _harden_user(response: Response) -> Response:
     """Framed only by the origins of WIDGET_FRAME_ANCESTORS (else this host only)."""
     origins = runtime().config.widget_frame_ancestors
-    return security.harden(response, frame_ancestors=" ".join(origins) or "'self'")
+    ancestors = " ".join(origins) or "'self'"
+    return security.harden(response, frame_ancestors=ancestors, referrer="no-referrer")

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from infra.http_status import RETRY_AFTER_SECONDS, retry_after, status_of
 from ledger.errors import LedgerError
+from web.security import is_htmx
 
 log = logging.getLogger("smsledger.web")
 
@@ -33,6 +34,13 @@ TITLES = {
 def error_page(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> tuple[str, int, dict[str, str]]:
+    """The refusal as a page; to htmx, as a notice (a whole page swapped into a table row would
+    make no sense), and a 401 reloads the page so the sign-in shows."""
+    if is_htmx(request):
+        body, _, shown = notice(message, status)
+        if status == 401:
+            shown["HX-Refresh"] = "true"
+        return body, status, {**(headers or {}), **shown}
     title = TITLES.get(status, "Something went wrong")
     body = render_template("error.html", status=status, title=title, message=message)
     return body, status, headers or {}

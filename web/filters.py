@@ -12,6 +12,8 @@ from typing import Any
 from billing.instants import parse_bound
 
 PAGE_SIZE = 50
+WHOLE = re.compile(r"[0-9]{1,9}")
+"""A whole number as people type it: ASCII digits only (`str.isdigit` also takes "²")."""
 MAX_PAGE = 100_000
 
 
@@ -62,7 +64,7 @@ class Filters:
         value = self.text("page")
         if not value:
             return 1
-        if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        if not WHOLE.fullmatch(value) or not 1 <= int(value) <= MAX_PAGE:
             self.problems.append(f"Page must be a whole number from 1 to {MAX_PAGE}.")
             return 1
         return int(value)
@@ -93,3 +95,14 @@ def pages(total: int, current: int) -> dict[str, int | None]:
         "previous": current - 1 if current > 1 else None,
         "next": current + 1 if current < last else None,
     }
+
+
+def page_url(number: int) -> str:
+    """This list's URL at page `number`, its other query arguments kept (as a query string:
+    never as `url_for` options, which `?_external=` or `?_method=` would otherwise steer)."""
+    from urllib.parse import urlencode
+
+    from flask import request
+
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+    return f"{request.script_root}{request.path}?{urlencode([*kept, ('page', str(number))])}"

@@ -39,7 +39,7 @@ from reconciliation.statements import (
 from web import errors, format
 from web.auth import staff_only, staff_role
 from web.blueprints import admin_pages
-from web.filters import PAGE_SIZE, Filters, first_row, listing, pages
+from web.filters import PAGE_SIZE, WHOLE, Filters, first_row, listing, pages
 from web.security import is_htmx
 from web.tabs import page_context, tab
 
@@ -146,7 +146,7 @@ def read_run_form(args: Any) -> tuple[RunForm, dict[str, Any]]:
         form.problems["source"] = "Choose Sippy or an uploaded statement."
     body["source"] = source
     window = form.values["window_minutes"] or str(DEFAULT_WINDOW_SECONDS // 60)
-    if not window.isdigit() or not 0 <= int(window) <= MAX_WINDOW_MINUTES:
+    if not WHOLE.fullmatch(window) or not 0 <= int(window) <= MAX_WINDOW_MINUTES:
         form.problems["window_minutes"] = (
             f"The time window must be a whole number of minutes, 0 to {MAX_WINDOW_MINUTES}."
         )

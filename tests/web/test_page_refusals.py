@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.scenarios import sms
-from tests.web.conftest import Site, csrf_token, staff_client
+from tests.web.conftest import Site, csrf_of, csrf_token, staff_client
 from web.security import stored_secret_key
 
 pytestmark = pytest.mark.postgres
@@ -123,3 +123,93 @@ def test_the_cookie_key_is_made_once_private_and_then_kept(tmp_path: Path) -> No
     os.chmod(path, 0o600)
     path.write_text("  from-another-process  \n")
     assert stored_secret_key(path) == "from-another-process"
+
+
+def test_over_https_the_forms_work_because_the_referrer_stays_on_this_host(site: Site) -> None:
+    """flask-wtf's CSRF check over HTTPS wants a same-origin `Referer`: the staff pages send
+    theirs to this host (`same-origin`), the user pages none."""
+    http = site.api.app.test_client()
+    base = "https://billing.example"
+    form = http.get("/admin/sms", base_url=base)
+    assert form.headers["Referrer-Policy"] == "same-origin"
+    token = csrf_of(form.text)
+    signed = http.post(
+        "/admin/sms/sign-in",
+        base_url=base,
+        data={"api_key": site.key("admin"), "csrf_token": token},
+        headers={"Referer": f"{base}/admin/sms"},
+    )
+    assert signed.status_code == 303
+    assert "Secure" in signed.headers["Set-Cookie"]
+    widget = http.get("/widget/billing", base_url=base)
+    assert widget.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_nul_characters_and_odd_digits_are_refused_as_bad_requests(site: Site) -> None:
+    http = staff_client(site)
+    assert http.get("/admin/sms?tab=billing&user=a%00b").status_code == 400
+    assert http.get("/widget/billing?x=%00").status_code == 400
+    odd = http.get("/admin/sms?tab=billing&page=%C2%B2")  # "²": a digit to str.isdigit
+    assert odd.status_code == 400 and "Page must be a whole number" in odd.text
+    nul_note = post(http, "/admin/sms/customers/42/status", status="active\x00")
+    assert nul_note.status_code == 400 and "NUL characters" in nul_note.text
+
+
+def test_a_pager_link_keeps_the_filters_as_a_query_string_only(site: Site) -> None:
+    from web.filters import page_url
+
+    app = site.api.app
+    with app.test_request_context("/admin/sms?tab=billing&_external=1&status=paid&page=2"):
+        assert page_url(3) == "/admin/sms?tab=billing&_external=1&status=paid&page=3"
+
+
+def test_htmx_gets_a_notice_not_a_page_and_a_lapsed_session_reloads(site: Site) -> None:
+    http = site.api.app.test_client()
+    token = csrf_token(http, "/admin/sms")
+    lapsed = http.post(
+        f"/admin/sms/billing/{uuid.uuid4()}/action",
+        data={"action": "process", "csrf_token": token},
+        headers=HTMX,
+    )
+    assert lapsed.status_code == 401 and lapsed.headers["HX-Refresh"] == "true"
+    assert "<html" not in lapsed.text and "Sign in again" in lapsed.text
+    admin = staff_client(site)
+    gone = admin.get(f"/admin/sms/billing/{uuid.uuid4()}", headers=HTMX)
+    assert gone.status_code == 404 and gone.headers["HX-Retarget"] == "#notices"
+
+
+def test_behind_a_proxy_cookies_follow_its_https(
+    make_api: Any, pg_url: str, start_sim: Any
+) -> None:
+    from tests.web.conftest import site_config
+
+    sim = start_sim()
+    trusted = make_api(site_config(pg_url, sim, trust_proxy_headers=True))
+    answer = trusted.app.test_client().get(
+        "/admin/sms", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "b.example"}
+    )
+    assert "Secure" in answer.headers["Set-Cookie"]
+    forced = make_api(site_config(pg_url, sim, secure_cookies=True))
+    assert "Secure" in forced.app.test_client().get("/admin/sms").headers["Set-Cookie"]
+    plain = make_api(site_config(pg_url, sim))
+    assert "Secure" not in plain.app.test_client().get("/admin/sms").headers["Set-Cookie"]
+
+
+def test_an_empty_key_file_is_an_error_not_an_empty_key(tmp_path: Path) -> None:
+    path = tmp_path / "secret_key"
+    path.write_text("")
+    with pytest.raises(RuntimeError, match="is empty"):
+        stored_secret_key(path)
+
+
+def test_exported_text_never_becomes_a_spreadsheet_formula() -> None:
+    from web.billing_tab import as_cell
+
+    assert [as_cell(t) for t in ("=1+1", "+44", "-x", "@sum", "plain", "")] == [
+        "'=1+1",
+        "'+44",
+        "'-x",
+        "'@sum",
+        "plain",
+        "",
+    ]
