@@ -209,13 +209,14 @@ def csrf_token(http: FlaskClient, path: str) -> str:
     return csrf_of(http.get(path).get_data(as_text=True))
 
 
-def staff_client(site: Site, role: str = "admin") -> FlaskClient:
-    """A Flask test client signed in as `role` through the sign-in form, as a browser without
-    JavaScript would."""
-    http = site.api.app.test_client()
+def staff_client(site: Site | ApiClient, role: str = "admin") -> FlaskClient:
+    """A Flask test client of a site's (or any test app's) pages, signed in as `role` through
+    the sign-in form, as a browser without JavaScript would."""
+    api = site.api if isinstance(site, Site) else site
+    http = api.app.test_client()
     answer = http.post(
         "/admin/sms/sign-in",
-        data={"api_key": site.key(role), "csrf_token": csrf_token(http, "/admin/sms")},
+        data={"api_key": api.keys[role], "csrf_token": csrf_token(http, "/admin/sms")},
     )
     assert answer.status_code == 303
     return http
