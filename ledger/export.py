@@ -10,17 +10,17 @@ time: a ledger of millions of transfers is never held in memory, only its accoun
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ledger.accounts import row_to_account
 from ledger.balances import list_balances
-from ledger.model import Account, Balance, Kind, Transfer
+from ledger.model import Account, Balance, Transfer
+from ledger.posting import transfer_from
 from ledger.tables import accounts, transfers
 
 BATCH_SIZE = 2_000
@@ -128,30 +128,17 @@ def journal_entries(
         .order_by(transfers.c.effective_at, transfers.c.journal_id, transfers.c.leg)
     )
     rows = session.execute(query, execution_options={"yield_per": batch_size})
-    stream = (_transfer(row._mapping, codes) for row in rows)
+    stream = (
+        transfer_from(
+            row._mapping,
+            codes[row._mapping["debit_account_id"]],
+            codes[row._mapping["credit_account_id"]],
+        )
+        for row in rows
+    )
     # Every leg of an entry shares its effective instant, so an entry's transfers are adjacent.
     for _journal, entry in itertools.groupby(stream, key=lambda transfer: transfer.journal_id):
         yield list(entry)
-
-
-def _transfer(values: Mapping[Any, Any], codes: dict[int, str]) -> Transfer:
-    return Transfer(
-        id=values["id"],
-        journal_id=values["journal_id"],
-        kind=Kind(values["kind"]),
-        idempotency_key=values["idempotency_key"],
-        leg=values["leg"],
-        fingerprint=values["fingerprint"],
-        debit_account=codes[values["debit_account_id"]],
-        credit_account=codes[values["credit_account_id"]],
-        amount=values["amount"],
-        currency=values["currency"],
-        effective_at=values["effective_at"],
-        posted_at=values["posted_at"],
-        description=values["description"],
-        metadata=values["metadata"],
-        reverses_id=values["reverses_id"],
-    )
 
 
 def utc_text(moment: datetime) -> str:

@@ -128,7 +128,7 @@ def _new_transfers(
     for row in rows:
         if row["id"] in inserted:
             new_by_key[(row["kind"], row["idempotency_key"])].append(
-                _transfer_from(
+                transfer_from(
                     row, code_by_id[row["debit_account_id"]], code_by_id[row["credit_account_id"]]
                 )
             )
@@ -195,7 +195,7 @@ def select_transfers(session: Session, *where: sa.ColumnElement[bool]) -> Iterab
     )
     for row in session.execute(query):
         values = row._mapping
-        yield _transfer_from(values, values["debit_code"], values["credit_code"])
+        yield transfer_from(values, values["debit_code"], values["credit_code"])
 
 
 def _with_index(index: int, check: Any, *args: Any) -> None:
@@ -400,7 +400,7 @@ def _move_balances(
     )
 
 
-def _transfer_from(values: Mapping[Any, Any], debit_code: str, credit_code: str) -> Transfer:
+def transfer_from(values: Mapping[Any, Any], debit_code: str, credit_code: str) -> Transfer:
     """A `Transfer` from a transfers row (or the dict it was inserted from) and its codes."""
     return Transfer(
         id=values["id"],

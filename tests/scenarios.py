@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing.customers import update_customer
 from billing.invoicing.closing import CloseSummary, close_periods
 from billing.invoicing.cycle_runner import run_cycle
+from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
 from billing.usage.ingestion import ingest_usage, validate_events
 from billing.usage.rate_sheets import add_rates, parse_sheet
+from jobs import context
+from jobs.payments import dispatch_charges
 from ledger.db import run_in_transaction, unit_of_work
 from ledger.tables import transfers
 from sippy_simulator.server import SimulatorHandle
@@ -159,3 +162,18 @@ def billing_disagreements(session: Session, customer_id: str) -> list[str]:
     if counter != counted:
         problems.append(f"counter {counter} != unbilled, unvoided messages {counted}")
     return problems
+
+
+def charge_at_once(api: Any, sim: SimulatorHandle) -> None:
+    """Have the app dispatch charges at once, in the request, to the simulator (the embedded
+    mode's behaviour, made synchronous so a page shows the outcome)."""
+    state = api.runtime
+    context.configure(
+        context.JobContext(
+            state.sessions,
+            state.clock,
+            state.config.billing,
+            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
+        )
+    )
+    state.extras["dispatch_charges"] = dispatch_charges

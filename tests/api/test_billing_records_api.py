@@ -11,20 +11,17 @@ import pytest
 import sqlalchemy as sa
 
 from billing.customers import update_customer
-from billing.payments.sippy_client import SippyClient
 from billing.settings import put_settings
 from billing.tables import invoices, outbox
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from infra.config import Config
-from jobs import context
-from jobs.payments import dispatch_charges
 from ledger.balances import account_balance
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import SAMPLE_RATES, sms
+from tests.scenarios import SAMPLE_RATES, charge_at_once, sms
 
 pytestmark = pytest.mark.postgres
 
@@ -211,15 +208,7 @@ def test_processing_now_charges_in_sippy_and_the_record_shows_the_attempt(
     state = api.runtime
     sim = start_sim(clock=state.clock)
     try:
-        context.configure(
-            context.JobContext(
-                state.sessions,
-                state.clock,
-                state.config.billing,
-                gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=5),
-            )
-        )
-        state.extras["dispatch_charges"] = dispatch_charges
+        charge_at_once(api, sim)
         manual = invoice_of(api, "manual")
         with unit_of_work(api.sessions) as session:
             update_customer(session, "manual", state.clock(), sippy_account_id="1001")

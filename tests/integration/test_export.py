@@ -25,10 +25,7 @@ from beancount.core import account as beancount_account
 from beancount.core import data, realization
 
 from billing.customers import update_customer
-from billing.payments.sippy_client import SippyClient
 from infra.config import Config
-from jobs import context
-from jobs.payments import dispatch_charges
 from ledger.balances import TrialBalance, trial_balance
 from ledger.beancount_journal import beancount_names, plain_name, write_beancount
 from ledger.db import unit_of_work
@@ -38,7 +35,7 @@ from ledger.model import Account, AccountType
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import load_rates, sms
+from tests.scenarios import charge_at_once, load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
@@ -70,16 +67,8 @@ def api(
         )
     )
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
+    charge_at_once(api, sim)
     state = api.runtime
-    context.configure(
-        context.JobContext(
-            state.sessions,
-            state.clock,
-            state.config.billing,
-            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
-        )
-    )
-    state.extras["dispatch_charges"] = dispatch_charges
     yield api
     state.extras.pop("dispatch_charges")
 

@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 
 from billing.customers import update_customer
-from billing.payments.sippy_client import SippyClient
 from infra.config import Config
-from jobs import context
 from jobs.payments import dispatch_charges, refund_invoice
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import billing_disagreements, load_rates, sms
+from tests.scenarios import billing_disagreements, charge_at_once, load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
@@ -54,16 +52,8 @@ def api(
         )
     )
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
+    charge_at_once(api, sim)
     state = api.runtime
-    context.configure(
-        context.JobContext(
-            state.sessions,
-            state.clock,
-            state.config.billing,
-            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
-        )
-    )
-    state.extras["dispatch_charges"] = dispatch_charges
     state.extras["sim"] = sim
     assert api.as_role("service").post("/api/usage", sms("first", clock())).status_code == 201
     with unit_of_work(api.sessions) as session:

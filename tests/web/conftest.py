@@ -20,14 +20,11 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from billing.access.user_tokens import mint_user_token
-from billing.payments.sippy_client import SippyClient
 from infra.config import Config
-from jobs import context
-from jobs.payments import dispatch_charges
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import load_rates
+from tests.scenarios import charge_at_once, load_rates
 
 USER_TOKEN_SECRET = "a-user-token-secret-of-32-bytes!!"
 CHROMIUM = (
@@ -97,21 +94,6 @@ def serve() -> Iterator[Callable[[ApiClient], str]]:
     for server, thread in servers:
         server.shutdown()
         thread.join(timeout=5)
-
-
-def charge_at_once(api: ApiClient, sim: SimulatorHandle) -> None:
-    """Have the app dispatch charges at once, in the request, to the simulator (the embedded
-    mode's behaviour, made synchronous so a page shows the outcome)."""
-    state = api.runtime
-    context.configure(
-        context.JobContext(
-            state.sessions,
-            state.clock,
-            state.config.billing,
-            gateway=SippyClient(sim.xmlapi_url, "smsledger", "secret", timeout_s=2),
-        )
-    )
-    state.extras["dispatch_charges"] = dispatch_charges
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from sippy_simulator.server import start_simulator
 from tests.client import ApiClient
 from tests.conftest import NOW, Clock, build_app
 from tests.pgserver import PostgresServer
-from tests.scenarios import load_rates
-from tests.web.conftest import Site, charge_at_once, chromium, site_config
+from tests.scenarios import charge_at_once, load_rates
+from tests.web.conftest import Site, chromium, site_config
 from tests.web.demo import Demo, populate
 
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
