@@ -20,22 +20,29 @@ from ledger.tables import transfers
 FAILED_ATTEMPTS = ("declined", "not_applied")
 
 
+def by_status_and_currency(session: Session, where: sa.ColumnElement[bool]) -> list[Any]:
+    """(status, currency, invoices, amount in micro-units) of the invoices `where` holds."""
+    return list(
+        session.execute(
+            sa.select(
+                invoices.c.status,
+                invoices.c.currency,
+                sa.func.count(),
+                sa.func.sum(invoices.c.amount_micros),
+            )
+            .where(where)
+            .group_by(invoices.c.status, invoices.c.currency)
+        ).all()
+    )
+
+
 def billing_stats(
     session: Session, start: datetime, end: datetime, top: int = 10, latest: int = 5
 ) -> dict[str, Any]:
     """Invoices created and usage sent in [start, end)."""
     in_range = sa.and_(invoices.c.created_at >= start, invoices.c.created_at < end)
     by_status: dict[str, dict[str, Any]] = {}
-    for status, currency, count, total in session.execute(
-        sa.select(
-            invoices.c.status,
-            invoices.c.currency,
-            sa.func.count(),
-            sa.func.sum(invoices.c.amount_micros),
-        )
-        .where(in_range)
-        .group_by(invoices.c.status, invoices.c.currency)
-    ).all():
+    for status, currency, count, total in by_status_and_currency(session, in_range):
         entry = by_status.setdefault(status, {"count": 0, "amounts": {}})
         entry["count"] += int(count)
         entry["amounts"][currency] = format_micros(int(total))
@@ -195,16 +202,8 @@ def billing_overview(session: Session, start: datetime, end: datetime) -> Overvi
     """Two grouped aggregates over invoices: those created in [start, end), and those unpaid now."""
     billed: dict[str, int] = {}
     billed_count = paid = failed_in_range = 0
-    for status, currency, count, total in session.execute(
-        sa.select(
-            invoices.c.status,
-            invoices.c.currency,
-            sa.func.count(),
-            sa.func.sum(invoices.c.amount_micros),
-        )
-        .where(invoices.c.created_at >= start, invoices.c.created_at < end)
-        .group_by(invoices.c.status, invoices.c.currency)
-    ).all():
+    created = sa.and_(invoices.c.created_at >= start, invoices.c.created_at < end)
+    for status, currency, count, total in by_status_and_currency(session, created):
         if status == InvoiceStatus.CANCELLED:
             continue
         billed[currency] = billed.get(currency, 0) + int(total)
@@ -213,16 +212,9 @@ def billing_overview(session: Session, start: datetime, end: datetime) -> Overvi
         failed_in_range += int(count) if status == InvoiceStatus.FAILED else 0
     pending: dict[str, int] = {}
     pending_count = failed_now = 0
-    for status, currency, count, total in session.execute(
-        sa.select(
-            invoices.c.status,
-            invoices.c.currency,
-            sa.func.count(),
-            sa.func.sum(invoices.c.amount_micros),
-        )
-        .where(invoices.c.status.in_(UNPAID))
-        .group_by(invoices.c.status, invoices.c.currency)
-    ).all():
+    for status, currency, count, total in by_status_and_currency(
+        session, invoices.c.status.in_(UNPAID)
+    ):
         if status == InvoiceStatus.FAILED:
             failed_now += int(count)
             continue
