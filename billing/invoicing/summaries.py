@@ -20,6 +20,7 @@ from billing.invoicing.periods import next_billing_at
 from billing.paging import Page, fetch_page
 from billing.settings import BillingDefaults, Settings, effective_settings
 from billing.tables import invoice_lines, invoices
+from billing.usage.presend import credit_exposure_of
 from billing.usage.thresholds import percent_used, unbilled_state
 from ledger.balances import cached_balances
 
@@ -98,5 +99,7 @@ def credit_exposure(session: Session, user_id: str) -> int:
     invoices still owe (the receivable, never below zero), from the cached balances."""
     unbilled, receivable = unbilled_code(user_id), receivable_code(user_id)
     found = cached_balances(session, [unbilled, receivable])
-    owed = found[receivable].balance if receivable in found else 0
-    return (found[unbilled].balance if unbilled in found else 0) + max(owed, 0)
+    return credit_exposure_of(
+        found[unbilled].balance if unbilled in found else 0,
+        found[receivable].balance if receivable in found else 0,
+    )

@@ -192,13 +192,19 @@ def check_send(
             f"{unpaid} unpaid invoice(s); at most {settings.max_pending_invoices} allowed.",
         )
     if settings.credit_limit is not None:
-        exposure = unbilled + max(receivable, 0) + cost
+        exposure = credit_exposure_of(unbilled, receivable) + cost
         if exposure > settings.credit_limit:
             return decide(
                 "credit_limit_exceeded",
                 "Unbilled and unpaid usage plus this send would exceed the credit limit.",
             )
     return decide(None, "Sending is allowed.")
+
+
+def credit_exposure_of(unbilled: int, receivable: int) -> int:
+    """What counts against `credit_limit` before the next send's cost: the unbilled usage plus
+    what unpaid invoices still owe (a receivable in credit counts as nothing)."""
+    return unbilled + max(receivable, 0)
 
 
 @dataclass(frozen=True, slots=True)
