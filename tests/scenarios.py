@@ -19,6 +19,7 @@ from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
 from billing.usage.ingestion import ingest_usage, validate_events
 from billing.usage.rate_sheets import add_rates, parse_sheet
+from infra.config import Config
 from jobs import context
 from jobs.payments import dispatch_charges
 from ledger.db import run_in_transaction, unit_of_work
@@ -177,3 +178,22 @@ def charge_at_once(api: Any, sim: SimulatorHandle) -> None:
         )
     )
     state.extras["dispatch_charges"] = dispatch_charges
+
+
+USER_TOKEN_SECRET = "a-user-token-secret-of-32-bytes!!"
+
+
+def charging_config(pg_url: str, sim: SimulatorHandle, **overrides: Any) -> Config:
+    """An app's configuration on `pg_url` that charges the simulator `sim`, with a cron
+    secret, user tokens and a cookie-signing key; `overrides` replace any field."""
+    values: dict[str, Any] = {
+        "database_url": pg_url,
+        "cron_secret": "s",
+        "user_token_secret": USER_TOKEN_SECRET,
+        "sippy_url": sim.xmlapi_url,
+        "sippy_username": "smsledger",
+        "sippy_password": "secret",
+        "secret_key": "a-cookie-signing-key-for-the-tests",
+        **overrides,
+    }
+    return Config(**values)

@@ -25,7 +25,6 @@ from beancount.core import account as beancount_account
 from beancount.core import data, realization
 
 from billing.customers import update_customer
-from infra.config import Config
 from ledger.balances import TrialBalance, trial_balance
 from ledger.beancount_journal import beancount_names, plain_name, write_beancount
 from ledger.db import unit_of_work
@@ -35,7 +34,7 @@ from ledger.model import Account, AccountType
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import charge_at_once, load_rates, sms
+from tests.scenarios import charge_at_once, charging_config, load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
@@ -57,15 +56,7 @@ def api(
 ) -> Iterator[ApiClient]:
     """Charges run at once against the simulator, as in production with a worker."""
     sim = start_sim(clock=clock)
-    api = make_api(
-        Config(
-            database_url=pg_url,
-            cron_secret="s",
-            sippy_url=sim.xmlapi_url,
-            sippy_username="smsledger",
-            sippy_password="secret",
-        )
-    )
+    api = make_api(charging_config(pg_url, sim))
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
     charge_at_once(api, sim)
     state = api.runtime

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from billing.customers import update_customer
-from infra.config import Config
 from jobs.payments import dispatch_charges, refund_invoice
 from ledger.checks import check_ledger
 from ledger.db import unit_of_work
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import billing_disagreements, charge_at_once, load_rates, sms
+from tests.scenarios import billing_disagreements, charge_at_once, charging_config, load_rates, sms
 
 pytestmark = pytest.mark.postgres
 
@@ -41,16 +40,7 @@ def api(
 ) -> Iterator[ApiClient]:
     """User 42 with Sippy account 1001; charges run at once against the simulator."""
     sim = start_sim(clock=clock)
-    api = make_api(
-        Config(
-            database_url=pg_url,
-            cron_secret="s",
-            user_token_secret="a-user-token-secret-of-32-bytes!!",
-            sippy_url=sim.xmlapi_url,
-            sippy_username="smsledger",
-            sippy_password="secret",
-        )
-    )
+    api = make_api(charging_config(pg_url, sim))
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
     charge_at_once(api, sim)
     state = api.runtime

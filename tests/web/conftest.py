@@ -20,13 +20,11 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from billing.access.user_tokens import mint_user_token
-from infra.config import Config
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
 from tests.conftest import Clock
-from tests.scenarios import charge_at_once, load_rates
+from tests.scenarios import USER_TOKEN_SECRET, charge_at_once, charging_config, load_rates
 
-USER_TOKEN_SECRET = "a-user-token-secret-of-32-bytes!!"
 CHROMIUM = (
     os.environ.get("SMSLEDGER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 )
@@ -64,20 +62,6 @@ class Site:
         return f"{self.url}/widget/billing?token={self.user_token(user_id)}"
 
 
-def site_config(pg_url: str, sim: SimulatorHandle, **overrides: Any) -> Config:
-    values: dict[str, Any] = {
-        "database_url": pg_url,
-        "cron_secret": "s",
-        "user_token_secret": USER_TOKEN_SECRET,
-        "sippy_url": sim.xmlapi_url,
-        "sippy_username": "smsledger",
-        "sippy_password": "secret",
-        "secret_key": "a-cookie-signing-key-for-the-tests",
-        **overrides,
-    }
-    return Config(**values)
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[[ApiClient], str]]:
     """`serve(api)`: the app of `api` served on 127.0.0.1 (a free port); stopped after the test."""
@@ -107,7 +91,7 @@ def site(
     """The sample rates loaded, charges dispatched at once to the simulator (its accounts
     1001-1010), served on 127.0.0.1."""
     sim = start_sim(clock=clock)
-    api = make_api(site_config(pg_url, sim))
+    api = make_api(charging_config(pg_url, sim))
     load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
     charge_at_once(api, sim)
     yield Site(serve(api), api, sim, clock)

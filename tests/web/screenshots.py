@@ -18,8 +18,8 @@ from sippy_simulator.server import start_simulator
 from tests.client import ApiClient
 from tests.conftest import NOW, Clock, build_app
 from tests.pgserver import PostgresServer
-from tests.scenarios import charge_at_once, load_rates
-from tests.web.conftest import Site, chromium, site_config
+from tests.scenarios import charge_at_once, charging_config, load_rates
+from tests.web.conftest import Site, chromium
 from tests.web.demo import Demo, populate
 
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
@@ -85,7 +85,7 @@ def main() -> None:
         migrations.upgrade(url)
         clock = Clock(NOW)
         sim = start_simulator(clock=clock)
-        app, keys = build_app(url, clock, site_config(url, sim))
+        app, keys = build_app(url, clock, charging_config(url, sim))
         api = ApiClient(app, keys)
         load_rates(api.sessions, datetime(2026, 1, 1, tzinfo=UTC))
         charge_at_once(api, sim)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios import sms
+from tests.scenarios import charging_config, sms
 from tests.web.conftest import Site, csrf_of, csrf_token, staff_client
 from web.security import stored_secret_key
 
@@ -181,17 +181,16 @@ def test_htmx_gets_a_notice_not_a_page_and_a_lapsed_session_reloads(site: Site) 
 def test_behind_a_proxy_cookies_follow_its_https(
     make_api: Any, pg_url: str, start_sim: Any
 ) -> None:
-    from tests.web.conftest import site_config
 
     sim = start_sim()
-    trusted = make_api(site_config(pg_url, sim, trust_proxy_headers=True))
+    trusted = make_api(charging_config(pg_url, sim, trust_proxy_headers=True))
     answer = trusted.app.test_client().get(
         "/admin/sms", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "b.example"}
     )
     assert "Secure" in answer.headers["Set-Cookie"]
-    forced = make_api(site_config(pg_url, sim, secure_cookies=True))
+    forced = make_api(charging_config(pg_url, sim, secure_cookies=True))
     assert "Secure" in forced.app.test_client().get("/admin/sms").headers["Set-Cookie"]
-    plain = make_api(site_config(pg_url, sim))
+    plain = make_api(charging_config(pg_url, sim))
     assert "Secure" not in plain.app.test_client().get("/admin/sms").headers["Set-Cookie"]
 
 

@@ -18,8 +18,8 @@ from billing.notifications.store import store_notifications
 from ledger.db import unit_of_work
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
-from tests.scenarios import sms
-from tests.web.conftest import USER_TOKEN_SECRET, Site, Watched, site_config
+from tests.scenarios import USER_TOKEN_SECRET, charging_config, sms
+from tests.web.conftest import Site, Watched
 
 pytestmark = pytest.mark.postgres
 
@@ -413,7 +413,9 @@ def test_only_the_configured_origins_may_frame_the_widget(
     site: Site,
 ) -> None:
     sim = start_sim()
-    framed = make_api(site_config(pg_url, sim, widget_frame_ancestors=("https://host.example",)))
+    framed = make_api(
+        charging_config(pg_url, sim, widget_frame_ancestors=("https://host.example",))
+    )
     client = framed.app.test_client()
     for answer in (
         client.get(f"/widget/billing?token={token_for('42')}"),
@@ -428,7 +430,7 @@ def test_only_the_configured_origins_may_frame_the_widget(
     default = site.api.app.test_client().get("/widget/billing")
     assert default.headers["Content-Security-Policy"].endswith("frame-ancestors 'self'")
 
-    unset = make_api(site_config(pg_url, sim, user_token_secret=None))
+    unset = make_api(charging_config(pg_url, sim, user_token_secret=None))
     refused = unset.app.test_client().get(f"/widget/billing?token={token_for('42')}")
     assert refused.status_code == 401 and "Sign in needed" in refused.text
 
