@@ -18,20 +18,22 @@ from werkzeug.exceptions import HTTPException
 from api.auth import requires
 from api.blueprint import Blueprint, read_json
 from api.errors import ApiError
-from api.fields import money_text
+from api.fields import money_text, time_text
 from api.group_commit import GroupCommitter
 from api.usage_docs import (
     BATCH,
+    CHECK,
     EVENT,
-    CheckDoc,
     DecisionDoc,
+    HoldDoc,
     UsageAnswerDoc,
     answer,
     body,
 )
 from billing.errors import InvalidUsage
+from billing.usage.holds import release_hold
 from billing.usage.ingestion import UsageEvent, UsageResult, ingest_usage, validate_events
-from billing.usage.presend import Decision, check_send, parse_check
+from billing.usage.presend import Decision, HoldOutcome, check_send, parse_check
 from infra.http_status import RETRY_AFTER_SECONDS
 from infra.metrics import PRESEND_FAIL_OPEN, USAGE_EVENTS
 from infra.runtime import now, runtime, transaction
@@ -196,6 +198,18 @@ def present_decision(decision: Decision) -> dict[str, Any]:
         "pending_billings": decision.pending_billings,
         "pending_amount": money_text(decision.pending_amount, currency),
         "estimated_cost": money_text(decision.estimated_cost, currency),
+        "held": money_text(decision.held, currency),
+        "hold": present_hold(decision.hold) if decision.hold is not None else None,
+    }
+
+
+def present_hold(outcome: HoldOutcome) -> dict[str, Any]:
+    hold = outcome.hold
+    return {
+        "status": outcome.status,
+        "message_id": hold.message_id if hold else None,
+        "amount": money_text(hold.amount, hold.currency) if hold else None,
+        "expires_at": time_text(hold.expires_at) if hold else None,
     }
 
 
@@ -203,7 +217,7 @@ def present_decision(decision: Decision) -> dict[str, Any]:
 @fail_open
 @requires("service")
 @blp.doc(
-    requestBody=body(CheckDoc),
+    requestBody=body(CHECK),
     responses={
         "200": answer("the decision", DecisionDoc),
         "422": {"$ref": "#/components/responses/DEFAULT_ERROR"},
@@ -211,8 +225,36 @@ def present_decision(decision: Decision) -> dict[str, Any]:
     },
 )
 def check() -> Any:
-    """May this user send now? `allowed`/`should_block` with a `reason` code when blocked."""
+    """May this user send now? `allowed`/`should_block` with a `reason` code when blocked.
+
+    With `"reserve": true` and the message's `message_id`, an allowed send also holds the
+    message's cost (priced as its post will be) until the post captures it, a void or
+    `DELETE /api/usage/holds/{message_id}` releases it, or `SMS_BILLING_HOLD_TTL_S` pass:
+    concurrent reserving checks can never together overrun the credit limit. Idempotent by
+    `message_id`."""
     parsed = parse_check(_body())
     defaults = runtime().config.billing
     decision = transaction(lambda s: check_send(s, parsed, now(), defaults))
     return present_decision(decision)
+
+
+@blp.route("/holds/<path:message_id>", methods=["DELETE"])
+@requires("service")
+@blp.doc(
+    responses={
+        "200": answer("the hold was released", HoldDoc),
+        "404": {"$ref": "#/components/responses/DEFAULT_ERROR"},
+    },
+)
+def release(message_id: str) -> Any:
+    """Release the hold of a message that will not be sent (its send failed), so it stops
+    counting against the user's limits. 404 when there is no live hold: never placed, captured
+    by the usage post, released before, or expired."""
+    hold = transaction(lambda s: release_hold(s, message_id, now()))
+    return {
+        "message_id": hold.message_id,
+        "user_id": hold.customer_id,
+        "status": "released",
+        "amount": money_text(hold.amount, hold.currency),
+        "currency": hold.currency,
+    }

@@ -126,6 +126,57 @@ class CheckDoc(Schema):
     destination = fields.String(metadata={**DESTINATION, **OPTIONAL})
     country = fields.String(metadata=OPTIONAL)
     prefix = fields.String(metadata=OPTIONAL)
+    segments = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_SEGMENTS),
+        metadata={**OPTIONAL, "default": 1, "description": "parts per message, for the price"},
+    )
+    reserve = fields.Boolean(
+        metadata={
+            **OPTIONAL,
+            "default": False,
+            "description": "hold the message's cost when the send is allowed (with"
+            " `message_id`, one message, and `destination` or `total_cost`)",
+        }
+    )
+    message_id = fields.String(
+        validate=validate.Length(min=1, max=MAX_KEY_LENGTH),
+        metadata={**OPTIONAL, "description": "the message_id its usage post will carry"},
+    )
+
+
+RESERVE_RULE = {
+    "description": "a reserving check names one message and how to price it",
+    "anyOf": [
+        {"properties": {"reserve": {"enum": [False, None]}}},
+        {
+            "required": ["reserve", "message_id"],
+            "properties": {"message_count": {"enum": [1]}},
+            "anyOf": [{"required": ["destination"]}, {"required": ["total_cost"]}],
+        },
+    ],
+}
+CHECK = {"allOf": [CheckDoc, RESERVE_RULE]}
+
+
+class HoldOutcomeDoc(Schema):
+    status = fields.String(
+        metadata={
+            "enum": ["held", "posted"],
+            "description": "held: the cost is set aside until the post, a release or expiry;"
+            " posted: the message's usage is in already, nothing is held",
+        }
+    )
+    message_id = fields.String(allow_none=True)
+    amount = fields.String(allow_none=True)
+    expires_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class HoldDoc(Schema):
+    message_id = fields.String()
+    user_id = fields.String()
+    status = fields.String(metadata={"enum": ["released"]})
+    amount = fields.String()
+    currency = fields.String()
 
 
 class DecisionDoc(Schema):
@@ -140,6 +191,14 @@ class DecisionDoc(Schema):
     pending_billings = fields.Integer()
     pending_amount = fields.String()
     estimated_cost = fields.String()
+    held = fields.String(
+        metadata={"description": "the live holds of reserving checks (not ledger balances)"}
+    )
+    hold = fields.Nested(
+        HoldOutcomeDoc,
+        allow_none=True,
+        metadata={"description": "a reserving check's hold when the send is allowed"},
+    )
 
 
 def body(*schemas: object) -> dict[str, object]:

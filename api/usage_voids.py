@@ -25,12 +25,13 @@ class VoidOut(Schema):
     message_id = fields.String()
     status = fields.String(
         metadata={
-            "enum": ["voided", "credited", "duplicate"],
+            "enum": ["voided", "credited", "duplicate", "released"],
             "description": "voided: reversed now; credited: it was billed already, so it is"
-            " credited on the customer's next invoice; duplicate: voided before",
+            " credited on the customer's next invoice; duplicate: voided before; released:"
+            " never posted, and its reserving check's hold is freed",
         }
     )
-    usage = fields.Nested(TransferOut)
+    usage = fields.Nested(TransferOut, allow_none=True)
     reversal = fields.Nested(TransferOut, allow_none=True)
     billed_on = fields.String(
         allow_none=True, metadata={"description": "the invoice that billed it"}
@@ -42,16 +43,17 @@ class VoidOut(Schema):
 @blp.arguments(VoidIn, required=False)
 @blp.response(201, VoidOut)
 @blp.alt_response(200, schema=VoidOut, description="voided before: the same reversal")
-@blp.alt_response(404, description="no usage event with this message_id")
+@blp.alt_response(404, description="no usage event and no live hold with this message_id")
 def void(body: dict[str, Any], message_id: str) -> tuple[dict[str, Any], int]:
     """Void a usage event (a send that failed). Unbilled: its transfer is reversed and the
     usage counters, percent used and threshold state no longer count it. Billed already: it is
-    credited on the customer's next invoice. Idempotent."""
+    credited on the customer's next invoice. Never posted but held by a reserving check: the
+    hold is released. Idempotent."""
     result = transaction(lambda s: void_usage(s, message_id, now(), body["reason"]))
     answer = {
         "message_id": message_id,
         "status": result.status,
-        "usage": present_transfer(result.usage),
+        "usage": present_transfer(result.usage) if result.usage else None,
         "reversal": present_transfer(result.reversal) if result.reversal else None,
         "billed_on": str(result.billed_on) if result.billed_on else None,
     }

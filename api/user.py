@@ -55,6 +55,12 @@ def notifications(query: dict[str, Any], user_id: str) -> dict[str, Any]:
 class UsageOut(Schema):
     amount = fields.String(metadata={"description": "unbilled usage, 4 decimals at least"})
     messages = fields.Integer()
+    held = fields.String(
+        metadata={
+            "description": "set aside by reserving pre-send checks for messages not yet posted"
+            " (not usage; counts against the credit limit)"
+        }
+    )
 
 
 class LimitsOut(Schema):
@@ -142,6 +148,7 @@ def summary(user_id: str) -> dict[str, Any]:
         "usage": {
             "amount": format_micros(found.unbilled_micros, min_places=4),
             "messages": found.unbilled_messages,
+            "held": money_text(found.held_micros, found.currency),
         },
         "limits": {
             "amount": money_text(limits.threshold_amount, found.currency)

@@ -68,3 +68,13 @@ class CustomerExists(BillingError):
 class InvalidUserToken(BillingError):
     """Raised when an end user's token is missing its claims, expired, or not signed with
     `USER_TOKEN_SECRET`."""
+
+
+class UnknownHold(BillingError):
+    """Raised when a hold is released that does not exist (never placed, captured by its usage
+    post, released before, or expired)."""
+
+
+class HoldConflict(BillingError):
+    """Raised when a reserving check names a `message_id` another user's hold or usage has
+    taken: a message id belongs to one message of one user."""

@@ -37,6 +37,8 @@ class BillingDefaults:
     auto_process: bool = True
     notifications_enabled: bool = True
     auto_create_customers: bool = True
+    # How long a reserving pre-send check's hold stands uncaptured (billing/usage/holds.py).
+    hold_ttl_seconds: int = 300
 
 
 @dataclass(frozen=True, slots=True)

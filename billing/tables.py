@@ -343,3 +343,21 @@ web_sessions = sa.Table(
     ),
     sa.Index("ix_web_sessions_expires_at", "expires_at"),
 )
+
+# Holds: what reserving pre-send checks set aside for messages not yet posted (two-phase usage,
+# billing/usage/holds.py). Not ledger transfers: posted balances never include them.
+usage_holds = sa.Table(
+    "usage_holds",
+    metadata,
+    # The usage event's idempotency key: the post with this message_id captures the hold.
+    sa.Column("message_id", sa.String(200), primary_key=True),
+    # No foreign key: a first-time sender has no customer row until its first post.
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("amount_micros >= 0", name="amount_non_negative"),
+    sa.Index("ix_usage_holds_customer_id_expires_at", "customer_id", "expires_at"),
+    sa.Index("ix_usage_holds_expires_at", "expires_at"),
+)

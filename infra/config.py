@@ -107,10 +107,26 @@ class Config:
                 auto_process=_flag(env, "SMS_BILLING_AUTO_PROCESS", True),
                 notifications_enabled=_flag(env, "SMS_BILLING_NOTIFICATION_ENABLED", True),
                 auto_create_customers=_flag(env, "SMS_BILLING_AUTO_CREATE_CUSTOMERS", True),
+                hold_ttl_seconds=_hold_ttl(env),
             ),
         )
         _check_grace(config)
         return config
+
+
+MAX_HOLD_TTL_S = 7 * 24 * 3600
+
+
+def _hold_ttl(env: Mapping[str, str]) -> int:
+    """`SMS_BILLING_HOLD_TTL_S`: 1 s to a week (a hold that never expires would keep credit
+    from a user whose send failed silently)."""
+    values = _integers(env, "SMS_BILLING_HOLD_TTL_S", (BillingDefaults.hold_ttl_seconds,))
+    if len(values) != 1 or not 1 <= values[0] <= MAX_HOLD_TTL_S:
+        raise ValueError(
+            f"SMS_BILLING_HOLD_TTL_S={env.get('SMS_BILLING_HOLD_TTL_S')!r}: expected 1 to"
+            f" {MAX_HOLD_TTL_S} seconds"
+        )
+    return values[0]
 
 
 def minimum_grace_s(timeout_s: float) -> int:

@@ -25,6 +25,8 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),
     (billing_errors.BillingOwnedTransfer, 409, "billing_owned_transfer"),
     (billing_errors.UnknownUsage, 404, "usage_not_found"),
+    (billing_errors.UnknownHold, 404, "hold_not_found"),
+    (billing_errors.HoldConflict, 409, "hold_conflict"),
     (billing_errors.InvalidUsage, 422, "validation_failed"),
     (billing_errors.CustomerNotFound, 404, "customer_not_found"),
     (billing_errors.CustomerExists, 409, "customer_exists"),

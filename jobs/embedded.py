@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from billing.invoicing.periods import SCHEDULED, last_close_time
 from jobs.billing import billing_cycle
+from jobs.holds import purge_expired_holds
 from jobs.notifications import deliver_notifications
 from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
@@ -28,7 +29,11 @@ class EmbeddedScheduler:
         clock: Callable[[], datetime],
         run: Callable[[str], object] = billing_cycle,
         poll_seconds: float = 5.0,
-        sweeps: tuple[Callable[[], object], ...] = (dispatch_charges, deliver_notifications),
+        sweeps: tuple[Callable[[], object], ...] = (
+            dispatch_charges,
+            deliver_notifications,
+            purge_expired_holds,
+        ),
         daily: Callable[[], object] | None = reconcile_yesterday,
     ) -> None:
         self.clock, self.run, self.poll_seconds, self.sweeps = clock, run, poll_seconds, sweeps

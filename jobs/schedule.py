@@ -21,6 +21,7 @@ from rq.job import Job
 from rq_scheduler import Scheduler
 
 from jobs.billing import billing_cycle
+from jobs.holds import purge_expired_holds
 from jobs.notifications import deliver_notifications
 from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
@@ -58,6 +59,7 @@ INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int]
         [],
         SWEEP_INTERVAL_SECONDS,
     ),
+    ("schedule-holds-purge", "billing", purge_expired_holds, [], SWEEP_INTERVAL_SECONDS),
 )
 
 SCHEDULE_IDS: tuple[str, ...] = (

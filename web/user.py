@@ -164,7 +164,7 @@ class Meter:
 def meters(found: Summary, exposure: int) -> list[Meter]:
     """A meter for each limit of the open period that is set: the billing thresholds (amount,
     messages) against the unbilled usage, and the credit limit against what the pre-send check
-    compares with it (unbilled usage plus unpaid invoices)."""
+    compares with it (unbilled usage, holds and unpaid invoices)."""
     limits = found.settings
     notify = limits.notify_at_percent
     shown = []
@@ -206,7 +206,7 @@ def _widget_context(user_id: str) -> dict[str, Any]:
             found = billing_summary(session, user_id, defaults, moment)
         except CustomerNotFound:
             return None
-        return found, credit_exposure(session, user_id)
+        return found, credit_exposure(session, user_id, moment)
 
     loaded = transaction(load)
     if loaded is None:

@@ -20,6 +20,7 @@ from billing.invoicing.periods import next_billing_at
 from billing.paging import Page, fetch_page
 from billing.settings import BillingDefaults, Settings, effective_settings
 from billing.tables import invoice_lines, invoices
+from billing.usage.holds import held_by
 from billing.usage.presend import credit_exposure_of
 from billing.usage.thresholds import percent_used, unbilled_state
 from ledger.balances import cached_balances
@@ -34,6 +35,7 @@ class Summary:
     next_billing_at: datetime | None
     unbilled_micros: int
     unbilled_messages: int
+    held_micros: int  # live holds of reserving pre-send checks: not usage, not in the ledger
     percent_used: float | None
     pending_count: int
     pending_micros: int
@@ -66,6 +68,7 @@ def billing_summary(
         next_billing_at(settings.frequency, now),
         amount,
         messages,
+        held_by(session, user_id, now),
         percent_used(settings, amount, messages),
         int(pending[0]),
         int(pending[1]),
@@ -93,13 +96,15 @@ def billing_history(
     return Page([(row, lines.get(row.id, [])) for row in page.items], page.total)
 
 
-def credit_exposure(session: Session, user_id: str) -> int:
+def credit_exposure(session: Session, user_id: str, now: datetime) -> int:
     """What the pre-send check (`billing.usage.presend.check_send`) holds against
-    `credit_limit` before the cost of the next send: the unbilled usage plus what unpaid
-    invoices still owe (the receivable, never below zero), from the cached balances."""
+    `credit_limit` before the cost of the next send: the unbilled usage, the live holds, and
+    what unpaid invoices still owe (the receivable, never below zero), from the cached
+    balances."""
     unbilled, receivable = unbilled_code(user_id), receivable_code(user_id)
     found = cached_balances(session, [unbilled, receivable])
     return credit_exposure_of(
         found[unbilled].balance if unbilled in found else 0,
         found[receivable].balance if receivable in found else 0,
+        held_by(session, user_id, now),
     )

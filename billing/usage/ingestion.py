@@ -32,6 +32,7 @@ from billing.settings import (
     merge,
 )
 from billing.tables import usage_counters
+from billing.usage.holds import drop_holds
 from billing.usage.problems import (
     Checked,
     Problem,
@@ -365,6 +366,7 @@ def ingest_usage(
 
     entries = _rate(session, events, customers, now)
     results = post_entries(session, entries, now)
+    drop_holds(session, [event.message_id for event in events])  # captured by these posts
     posted = [
         UsageResult(event.message_id, result.status, result.transfers[0])
         for event, result in zip(events, results, strict=True)

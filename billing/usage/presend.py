@@ -2,13 +2,15 @@
 
 Answered from indexed and cached state only: the customer row, the settings rows, the cached
 balances of the customer's unbilled and receivable accounts, and the (customer, status) index
-of invoices. It never reads the customer's usage transfers. It writes nothing (beyond seeding
-the global settings the very first time they are read).
+of invoices, and the customer's live holds. It never reads the customer's usage transfers. A
+plain check writes nothing (beyond seeding the global settings the very first time they are
+read); a reserving check (`reserve`) places a hold of the message's cost when it allows the send
+(billing/usage/holds.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +20,17 @@ from sqlalchemy.orm import Session
 from billing.chart import receivable_code, unbilled_code
 from billing.errors import InvalidUsage
 from billing.invoice import UNPAID, InvoiceStatus
-from billing.settings import BillingDefaults, global_settings, merge
+from billing.settings import BillingDefaults, Settings, global_settings, merge
 from billing.tables import billing_settings, customers, invoices
+from billing.usage.holds import (
+    Hold,
+    check_claim,
+    claim_of,
+    held_amount,
+    lock_holds_of,
+    place_hold,
+    release_hold,
+)
 from billing.usage.problems import (
     Checked,
     Problem,
@@ -27,8 +38,9 @@ from billing.usage.problems import (
     amount_shape_problem,
     check_user_id,
 )
-from billing.usage.rating import parse_destination, rate_cache
+from billing.usage.rating import Rate, parse_destination, rate_cache
 from ledger.errors import LedgerError
+from ledger.model import MAX_KEY_LENGTH
 from ledger.money import parse_micros
 from ledger.tables import accounts, balances
 
@@ -43,6 +55,9 @@ class SendCheck:
     destination: str | None = None
     country: str | None = None
     prefix: str | None = None
+    segments: int = 1
+    reserve: bool = False
+    message_id: str | None = None
 
 
 # Why a send is blocked (Appendix A); None when it is allowed.
@@ -66,13 +81,35 @@ class Decision:
     pending_billings: int
     pending_amount: int
     estimated_cost: int
+    held: int = 0
+    hold: HoldOutcome | None = None
 
     @property
     def should_block(self) -> bool:
         return not self.allowed
 
 
-_CHECK_FIELDS = {"user_id", "message_count", "total_cost", "destination", "country", "prefix"}
+@dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """What a reserving check did for its message: `held` (the hold stands, new or as placed
+    before) or `posted` (the message's usage is in already, so nothing is held)."""
+
+    status: str
+    hold: Hold | None
+
+
+_CHECK_FIELDS = {
+    "user_id",
+    "message_count",
+    "total_cost",
+    "destination",
+    "country",
+    "prefix",
+    "segments",
+    "reserve",
+    "message_id",
+}
+MAX_SEGMENTS = 255
 
 
 def parse_check(body: Any) -> SendCheck:
@@ -84,6 +121,7 @@ def parse_check(body: Any) -> SendCheck:
     user_id, user_problems = check_user_id(body)
     count, count_problems = _check_message_count(body)
     total_cost, cost_problems = _check_total_cost(body)
+    segments, segments_problems = _check_segments(body)
     problems = [
         *(
             Problem(name, "unknown_field", f"{name} is not a check field")
@@ -94,14 +132,59 @@ def parse_check(body: Any) -> SendCheck:
         *cost_problems,
         *_check_destination(body),
         *_check_strings(body, ("country", "prefix")),
+        *segments_problems,
+        *_check_reserve(body, count),
     ]
     if problems:
         errors = [problem._asdict() for problem in problems]
         raise InvalidUsage(f"{len(errors)} problem(s) in the check", errors=errors)
-    assert user_id is not None and count is not None
+    assert user_id is not None and count is not None and segments is not None
     return SendCheck(
-        user_id, count, total_cost, body.get("destination"), body.get("country"), body.get("prefix")
+        user_id,
+        count,
+        total_cost,
+        body.get("destination"),
+        body.get("country"),
+        body.get("prefix"),
+        segments,
+        body.get("reserve") is True,
+        body.get("message_id"),
     )
+
+
+def _check_segments(body: dict[str, Any]) -> Checked[int]:
+    segments = body.get("segments")
+    if segments is None:
+        return 1, ()
+    if not isinstance(segments, bool) and isinstance(segments, int) and 1 <= segments <= 255:
+        return segments, ()
+    return None, (Problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}"),)
+
+
+def _check_reserve(body: dict[str, Any], count: int | None) -> Problems:
+    """A reserving check holds one message, named by the `message_id` its post will carry,
+    priced as that post will be: by `total_cost` (the post's `cost`), or by the rate of its
+    destination (or prefix). `message_id` without `reserve` only names the message."""
+    reserve, message_id = body.get("reserve"), body.get("message_id")
+    problems: list[Problem] = []
+    if reserve is not None and not isinstance(reserve, bool):
+        problems.append(Problem("reserve", "invalid_type", "reserve must be true or false"))
+    if message_id is not None and not (
+        isinstance(message_id, str) and 0 < len(message_id) <= MAX_KEY_LENGTH
+    ):
+        message = f"message_id must be 1-{MAX_KEY_LENGTH} characters"
+        problems.append(Problem("message_id", "invalid_message_id", message))
+    if reserve is True:
+        if message_id is None:
+            message = "a reserving check names the message: message_id"
+            problems.append(Problem("message_id", "required", message))
+        if count is not None and count != 1:
+            message = "a reserving check holds one message: message_count 1"
+            problems.append(Problem("message_count", "invalid_message_count", message))
+        if body.get("total_cost") is None and body.get("destination") is None:
+            message = "a reserving check is priced as its post: send destination or total_cost"
+            problems.append(Problem("destination", "required", message))
+    return tuple(problems)
 
 
 def _check_message_count(body: dict[str, Any]) -> Checked[int]:
@@ -146,18 +229,55 @@ def _check_strings(body: dict[str, Any], names: tuple[str, ...]) -> Problems:
 def check_send(
     session: Session, check: SendCheck, now: datetime, defaults: BillingDefaults
 ) -> Decision:
-    state = _state(session, check.user_id)
+    """The decision; for a reserving check also its hold, placed when the send is allowed and
+    released when a replay of the check is now refused.
+
+    Raises: InvalidUsage (a reserving check that cannot be priced), HoldConflict.
+    """
+    if check.reserve:
+        lock_holds_of(session, check.user_id)  # before the read: see every earlier hold
+    state = _state(session, check.user_id, now, check.message_id if check.reserve else None)
     base = global_settings(session, defaults, now)
     settings = merge(base, state.overrides or {})
     customer = state.customer
     currency = customer["currency"] if customer else settings.currency
-    unbilled, receivable = state.unbilled, state.receivable
-    unpaid, awaiting_approval = state.unpaid, state.awaiting_approval
-    cost = _estimate(session, check, currency, customer["rate_plan"] if customer else None, now)
+    plan = customer["rate_plan"] if customer else None
+    if not check.reserve:
+        cost = _estimate(session, check, currency, plan, now)
+        return _decide(check, state, settings, currency, cost)
+    assert check.message_id is not None  # parse_check requires it with reserve
+    claim = claim_of(session, check.message_id)
+    check_claim(claim, check.message_id, check.user_id)
+    if claim.posted_by is not None:  # sent and posted already: nothing left to hold
+        return _decide(check, state, settings, currency, 0, HoldOutcome("posted", None))
+    cost = _hold_amount(session, check, currency, plan, now)
+    decision = _decide(check, state, settings, currency, cost)
+    live = claim.hold is not None and claim.hold.expires_at > now
+    if not decision.allowed:
+        if live:
+            release_hold(session, check.message_id, now)
+        return decision
+    hold = place_hold(
+        session, check.message_id, check.user_id, cost, currency, now, defaults.hold_ttl_seconds
+    )
+    return replace(decision, held=decision.held + hold.amount, hold=HoldOutcome("held", hold))
+
+
+def _decide(
+    check: SendCheck,
+    state: _State,
+    settings: Settings,
+    currency: str,
+    cost: int,
+    hold: HoldOutcome | None = None,
+) -> Decision:
+    """The rules of SPEC §6 in order; the first that blocks decides. Live holds count as
+    usage in the credit exposure and the percent used."""
     limit = (
         settings.credit_limit if settings.credit_limit is not None else settings.threshold_amount
     )
-    percent = round(unbilled * 100 / limit, 2) if limit else None
+    used = state.unbilled + state.held
+    percent = round(used * 100 / limit, 2) if limit else None
 
     def decide(reason: str | None, message: str) -> Decision:
         return Decision(
@@ -165,20 +285,23 @@ def check_send(
             reason,
             message,
             currency,
-            unbilled,
+            state.unbilled,
             limit,
             percent,
-            unpaid,
-            max(receivable, 0),
+            state.unpaid,
+            max(state.receivable, 0),
             cost,
+            state.held,
+            hold,
         )
 
+    customer, unpaid = state.customer, state.unpaid
     if customer and customer["status"] == "suspended":
         return decide("customer_suspended", "The customer is suspended.")
-    if settings.require_manual_approval and awaiting_approval:
+    if settings.require_manual_approval and state.awaiting_approval:
         return decide(
             "pending_billings_require_approval",
-            f"{awaiting_approval} billing(s) await an admin's approval.",
+            f"{state.awaiting_approval} billing(s) await an admin's approval.",
         )
     if settings.block_on_pending and unpaid:
         return decide("max_pending_invoices", f"{unpaid} unpaid invoice(s) block sending.")
@@ -192,19 +315,20 @@ def check_send(
             f"{unpaid} unpaid invoice(s); at most {settings.max_pending_invoices} allowed.",
         )
     if settings.credit_limit is not None:
-        exposure = credit_exposure_of(unbilled, receivable) + cost
+        exposure = credit_exposure_of(state.unbilled, state.receivable, state.held) + cost
         if exposure > settings.credit_limit:
             return decide(
                 "credit_limit_exceeded",
-                "Unbilled and unpaid usage plus this send would exceed the credit limit.",
+                "Unbilled and unpaid usage, holds and this send would exceed the credit limit.",
             )
     return decide(None, "Sending is allowed.")
 
 
-def credit_exposure_of(unbilled: int, receivable: int) -> int:
-    """What counts against `credit_limit` before the next send's cost: the unbilled usage plus
-    what unpaid invoices still owe (a receivable in credit counts as nothing)."""
-    return unbilled + max(receivable, 0)
+def credit_exposure_of(unbilled: int, receivable: int, held: int = 0) -> int:
+    """What counts against `credit_limit` before the next send's cost: the unbilled usage, the
+    live holds of reserving checks, and what unpaid invoices still owe (a receivable in credit
+    counts as nothing)."""
+    return unbilled + held + max(receivable, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +339,7 @@ class _State:
     receivable: int
     unpaid: int
     awaiting_approval: int
+    held: int
 
 
 def _balance_of(code: sa.BindParameter[str]) -> sa.ScalarSelect[Any]:
@@ -256,11 +381,13 @@ _STATE = sa.select(
     _balance_of(sa.bindparam("receivable_code")).label("receivable"),
     _invoices_in(UNPAID).label("unpaid"),
     _invoices_in((InvoiceStatus.PENDING,)).label("awaiting_approval"),
+    held_amount().label("held"),
 )
 
 
-def _state(session: Session, user_id: str) -> _State:
-    """Everything the decision needs, by primary keys and indexes, in one statement."""
+def _state(session: Session, user_id: str, now: datetime, own_message_id: str | None) -> _State:
+    """Everything the decision needs, by primary keys and indexes, in one statement; the holds
+    leave out `own_message_id`'s (a reserving check decides again without its own)."""
     row = (
         session.connection()
         .execute(
@@ -269,6 +396,8 @@ def _state(session: Session, user_id: str) -> _State:
                 "user_id": user_id,
                 "unbilled_code": unbilled_code(user_id),
                 "receivable_code": receivable_code(user_id),
+                "now": now,
+                "own_message_id": own_message_id or "",
             },
         )
         .one()
@@ -285,20 +414,43 @@ def _state(session: Session, user_id: str) -> _State:
         int(row.receivable),
         int(row.unpaid),
         int(row.awaiting_approval),
+        int(row.held),
     )
 
 
 def _estimate(
     session: Session, check: SendCheck, currency: str, plan: str | None, now: datetime
 ) -> int:
-    """This send's cost: as given, else priced by the rate table (one segment per message)."""
+    """This send's cost: as given, else priced by the rate table (`segments` per message, one
+    unless said); 0 when it cannot be priced."""
     if check.total_cost is not None:
         return check.total_cost
+    rate = _rate(session, check, currency, plan, now)
+    return rate.price_micros * check.segments * check.message_count if rate else 0
+
+
+def _rate(
+    session: Session, check: SendCheck, currency: str, plan: str | None, now: datetime
+) -> Rate | None:
+    """The rate a post of this message would take now: by its prefix, else its number."""
     digits = check.prefix
     if digits is None and check.destination is not None:
         parsed = parse_destination(check.destination[:32])
         digits = parsed.digits if parsed else None
-    if not digits:
-        return 0
-    rate = rate_cache.find(session, digits, currency, now, plan)
-    return rate.price_micros * check.message_count if rate else 0
+    return rate_cache.find(session, digits, currency, now, plan) if digits else None
+
+
+def _hold_amount(
+    session: Session, check: SendCheck, currency: str, plan: str | None, now: datetime
+) -> int:
+    """The message's cost priced as its post will price it (`total_cost` standing for the
+    post's `cost`). Raises: InvalidUsage when the post could not be priced either."""
+    if check.total_cost is not None:
+        return check.total_cost
+    rate = _rate(session, check, currency, plan, now)
+    if rate is None:
+        raise InvalidUsage(
+            f"no {currency} rate for {check.destination or check.prefix}: nothing to hold",
+            errors=[{"field": "destination", "code": "unpriceable_destination"}],
+        )
+    return rate.price_micros * check.segments

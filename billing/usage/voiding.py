@@ -5,6 +5,9 @@ counting it (DESIGN invariant 10). Idempotent by `message_id`.
 
 A message an invoice has billed already is not reversed (that invoice stands as issued): it is
 credited on the customer's next invoice instead (`usage_credits`, applied by the close).
+
+A message never posted but held by a reserving check (billing/usage/holds.py) has its hold
+released: the send failed before its usage arrived.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from billing.chart import unbilled_code
-from billing.errors import UnknownUsage
+from billing.errors import UnknownHold, UnknownUsage
 from billing.keys import void_key
 from billing.tables import invoice_usage, usage_counters, usage_credits
+from billing.usage.holds import drop_holds, release_hold
 from ledger.accounts import find_accounts, insert_ignoring_conflicts
 from ledger.balances import lock_balance_rows
 from ledger.model import Kind, Transfer
@@ -29,9 +33,11 @@ from ledger.tables import transfers
 
 @dataclass(frozen=True, slots=True)
 class VoidResult:
-    status: str  # "voided" now, "credited" (billed: on the next invoice), or "duplicate"
-    usage: Transfer
-    reversal: Transfer | None  # None when credited
+    # "voided" now, "credited" (billed: on the next invoice), "duplicate", or "released" (never
+    # posted: its hold was freed)
+    status: str
+    usage: Transfer | None  # None when released
+    reversal: Transfer | None  # None when credited or released
     billed_on: uuid.UUID | None = None  # the invoice that had billed it
 
 
@@ -40,10 +46,18 @@ def void_usage(
 ) -> VoidResult:
     """Void the unbilled usage event `message_id`.
 
-    Raises: UnknownUsage; BillingOwnedTransfer when it was billed already (the message names the
-    invoice and what to do with it).
+    Raises: UnknownUsage (neither posted nor held); BillingOwnedTransfer when it was billed
+    already (the message names the invoice and what to do with it).
     """
-    usage = _usage_transfer(session, message_id)
+    found = _transfers(session, Kind.USAGE, message_id)
+    if not found:
+        try:
+            release_hold(session, message_id, now)
+        except UnknownHold:
+            raise UnknownUsage(f"no usage event {message_id!r}", message_id=message_id) from None
+        return VoidResult("released", None, None)
+    usage = found[0]
+    drop_holds(session, [message_id])  # a hold its racing post could not see
     customer_id = str((usage.metadata or {})["user_id"])  # every usage transfer names its user
     # The lock every usage post and every close takes first: a close cannot bill this message
     # while it is being voided, nor a void slip in after the close read it.
@@ -88,13 +102,6 @@ def _credit(
         .returning(usage_credits.c.id)
     ).first()
     return VoidResult("credited" if inserted else "duplicate", usage, None, invoice_id)
-
-
-def _usage_transfer(session: Session, message_id: str) -> Transfer:
-    found = _transfers(session, Kind.USAGE, message_id)
-    if not found:
-        raise UnknownUsage(f"no usage event {message_id!r}", message_id=message_id)
-    return found[0]
 
 
 def _transfers(session: Session, kind: Kind, key: str) -> list[Transfer]:

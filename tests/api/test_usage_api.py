@@ -206,6 +206,8 @@ def test_the_check_answers_the_documented_shape(api: ApiClient) -> None:
         "pending_billings": 0,
         "pending_amount": "0.00",
         "estimated_cost": "0.0075",
+        "held": "0.00",
+        "hold": None,
     }
 
 

@@ -100,9 +100,11 @@ def test_a_due_cron_schedule_enqueues_the_close(redis: Redis, usage: sessionmake
     with time_machine.travel(datetime(2026, 11, 24, 1, 0, tzinfo=UTC), tick=False) as traveller:
         scheduler = Scheduler(queue_name="billing", connection=redis)
         register(scheduler)
-        scheduler.enqueue_jobs()  # only the threshold check is due at 01:00
+        scheduler.enqueue_jobs()  # of the closes, only the threshold check is due at 01:00
         queue = Queue("billing", connection=redis)
-        assert [job.args for job in queue.jobs] == [["threshold"]]
+        assert [job.args for job in queue.jobs if job.func_name.endswith("billing_cycle")] == [
+            ["threshold"]
+        ]
         traveller.move_to(datetime(2026, 11, 24, 2, 0, 30, tzinfo=UTC))
         scheduler.enqueue_jobs()
         assert ["daily"] in [job.args for job in queue.jobs]

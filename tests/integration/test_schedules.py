@@ -24,6 +24,7 @@ from tests.redisserver import RedisServer
 DISPATCH = "schedule-payments-dispatch"
 DELIVER = "schedule-notifications-deliver"
 THRESHOLD = "schedule-billing-threshold"
+PURGE_HOLDS = "schedule-holds-purge"
 CLOSES = [job_id for job_id, _, _ in CRON_SCHEDULES]
 
 
@@ -51,7 +52,7 @@ def test_a_pass_registers_vanished_schedules_again_with_the_sweeps_due_at_once(
     loop = SchedulerLoop.on(redis)
     assert loop.tick() == list(SCHEDULE_IDS)
     caught_up = {
-        "billing": sorted([*CLOSES, THRESHOLD]),
+        "billing": sorted([*CLOSES, THRESHOLD, PURGE_HOLDS]),
         "payments": [DISPATCH],
         "notifications": [DELIVER],
         "reconciliation": [],

@@ -1,0 +1,199 @@
+"""Holds: two-phase usage, in the manner of TigerBeetle's pending transfers.
+
+A reserving pre-send check (`"reserve": true` with the message's `message_id`) sets the
+message's cost aside as a hold, which counts against the customer's limits in every later check
+until the usage post with that `message_id` captures it (one transfer; the hold is gone), a void
+or `DELETE /api/usage/holds/{message_id}` releases it, or `hold_ttl_seconds` pass.
+
+Holds are not ledger transfers: posted balances never include them. Concurrent reserving checks
+of one customer are serialised by a transaction-level advisory lock on PostgreSQL (SQLite's
+`BEGIN IMMEDIATE` serialises every transaction already), taken before the statement that reads
+the state, so each check decides on every hold committed before it: with headroom H and cost
+c, exactly floor(H / c) of any number of concurrent checks are allowed.
+
+A hold whose message has been posted no longer counts even before it is deleted: a post racing
+the check that places the hold (the post cannot see the uncommitted hold it should delete) must
+not leave the message counted twice until the hold expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billing.errors import HoldConflict, UnknownHold
+from billing.tables import usage_holds
+from ledger.accounts import insert_ignoring_conflicts
+from ledger.model import Kind
+from ledger.tables import UtcDateTime, transfers
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    message_id: str
+    customer_id: str
+    amount: int
+    currency: str
+    expires_at: datetime
+
+
+def _usage_of(message_id: Any) -> sa.Exists:
+    """The message's usage transfer exists (the unique (kind, key, leg) index answers)."""
+    return sa.exists().where(
+        transfers.c.kind == Kind.USAGE.value,
+        transfers.c.idempotency_key == message_id,
+        transfers.c.leg == 0,
+    )
+
+
+def held_amount() -> sa.ScalarSelect[Any]:
+    """The sum of `:user_id`'s live holds at `:now`, leaving out `:own_message_id`'s (a
+    reserving check's replay decides again without its own hold): for the pre-send check's
+    one-statement read. A plain check passes an empty `own_message_id`, which no hold has."""
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(usage_holds.c.amount_micros), 0))
+        .where(
+            usage_holds.c.customer_id == sa.bindparam("user_id"),
+            usage_holds.c.expires_at > sa.bindparam("now", type_=UtcDateTime),
+            usage_holds.c.message_id != sa.bindparam("own_message_id"),
+            ~_usage_of(usage_holds.c.message_id),
+        )
+        .scalar_subquery()
+    )
+
+
+_HELD = sa.select(held_amount().label("held"))
+
+
+def held_by(session: Session, user_id: str, now: datetime) -> int:
+    """What `user_id`'s live holds set aside now (the summary and the widget show it)."""
+    params = {"user_id": user_id, "now": now, "own_message_id": ""}
+    return int(session.connection().execute(_HELD, params).scalar_one())
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def lock_holds_of(session: Session, user_id: str) -> None:
+    """Serialise reserving checks of `user_id` until the transaction ends. Must run in its own
+    statement before the read it protects: a statement's snapshot is taken when it starts."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"key": f"usage-hold:{user_id}"})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who has `message_id` already: its hold (live or not) and the user of its usage post."""
+
+    hold: Hold | None
+    posted_by: str | None
+
+
+def claim_of(session: Session, message_id: str) -> Claim:
+    hold_row = session.execute(
+        sa.select(usage_holds).where(usage_holds.c.message_id == message_id)
+    ).one_or_none()
+    posted_by = session.execute(
+        sa.select(transfers.c.metadata).where(
+            transfers.c.kind == Kind.USAGE.value,
+            transfers.c.idempotency_key == message_id,
+            transfers.c.leg == 0,
+        )
+    ).scalar_one_or_none()
+    hold = (
+        Hold(
+            hold_row.message_id,
+            hold_row.customer_id,
+            hold_row.amount_micros,
+            hold_row.currency,
+            hold_row.expires_at,
+        )
+        if hold_row is not None
+        else None
+    )
+    return Claim(hold, str(posted_by["user_id"]) if posted_by is not None else None)
+
+
+def check_claim(claim: Claim, message_id: str, user_id: str) -> None:
+    """Raises: HoldConflict when another user's hold or usage has `message_id`."""
+    owner = claim.posted_by or (claim.hold.customer_id if claim.hold else None)
+    if owner is not None and owner != user_id:
+        raise HoldConflict(
+            f"message_id {message_id!r} belongs to another user's message",
+            message_id=message_id,
+        )
+
+
+def place_hold(
+    session: Session,
+    message_id: str,
+    user_id: str,
+    amount: int,
+    currency: str,
+    now: datetime,
+    ttl_seconds: int,
+) -> Hold:
+    """Hold `amount` for `message_id` until `ttl_seconds` from now; a live hold of this message
+    stays as it was placed (a replayed check extends nothing). The caller holds the lock."""
+    expires_at = now + timedelta(seconds=ttl_seconds)
+    session.execute(
+        sa.delete(usage_holds).where(
+            usage_holds.c.message_id == message_id, usage_holds.c.expires_at <= now
+        )
+    )
+    session.execute(
+        insert_ignoring_conflicts(session, usage_holds)
+        .values(
+            message_id=message_id,
+            customer_id=user_id,
+            amount_micros=amount,
+            currency=currency,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        .on_conflict_do_nothing(index_elements=["message_id"])
+    )
+    stored = claim_of(session, message_id).hold
+    assert stored is not None  # inserted, or live and this user's (checked before)
+    return stored
+
+
+def release_hold(session: Session, message_id: str, now: datetime) -> Hold:
+    """Free `message_id`'s live hold (the send failed).
+
+    Raises: UnknownHold when there is none (never placed, captured, released, or expired).
+    """
+    row = session.execute(
+        sa.delete(usage_holds)
+        .where(usage_holds.c.message_id == message_id)
+        .returning(*usage_holds.c)
+    ).one_or_none()
+    if (
+        row is None
+        or row.expires_at <= now
+        or session.execute(sa.select(_usage_of(message_id))).scalar_one()
+    ):
+        raise UnknownHold(f"no live hold for message {message_id!r}", message_id=message_id)
+    return Hold(row.message_id, row.customer_id, row.amount_micros, row.currency, row.expires_at)
+
+
+def drop_holds(session: Session, message_ids: Sequence[str]) -> None:
+    """Delete the holds of these messages (their usage was posted, or voided): one statement."""
+    if message_ids:
+        session.execute(sa.delete(usage_holds).where(usage_holds.c.message_id.in_(message_ids)))
+
+
+def purge_holds(session: Session, now: datetime) -> int:
+    """Delete the holds that no longer count: expired, or captured by a post that could not
+    see them. How many went."""
+    result = session.execute(
+        sa.delete(usage_holds).where(
+            sa.or_(usage_holds.c.expires_at <= now, _usage_of(usage_holds.c.message_id))
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
