@@ -6,6 +6,12 @@ each touched balance row once, in a fixed order so concurrent posts cannot deadl
 
 A key that a concurrent unit of work inserted first is found by re-reading after the insert:
 then its content decides between a replay (`duplicate`) and `IdempotencyConflict`.
+
+One entry of one transfer (every SMS posted alone, most manual entries) takes one round trip
+on PostgreSQL: `ledger_post_transfer` (migration 0009) inserts, moves both balances and answers
+the new or the stored transfer in one statement, and the same Python decides replay or
+conflict on its answer. Entries that could break a balance limit (the account must be named)
+or that reverse a transfer keep the general path.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from ledger.errors import (
     UnknownTransfer,
 )
 from ledger.model import Account, EntryRequest, Kind, Leg, PostResult, Transfer, validate_entry
-from ledger.tables import HOT_SLOTS, accounts, balances, transfers
+from ledger.tables import HOT_SLOTS, BigId, Json, UtcDateTime, accounts, balances, transfers
 
 EntryKey = tuple[str, str]
 
@@ -60,6 +66,8 @@ def post_entries(
         _with_index(index, validate_entry, entry)
     fingerprints = [entry.fingerprint() for entry in entries]
     account_by_code = _resolve_accounts(session, entries)
+    if len(entries) == 1 and _one_round_trip(session, entries[0], account_by_code):
+        return [_post_one(session, entries[0], fingerprints[0], account_by_code, now)]
     keys = [(entry.kind.value, entry.idempotency_key) for entry in entries]
     first_seen = _first_occurrences(entries, keys, fingerprints)
 
@@ -84,6 +92,110 @@ def post_entries(
             raise _conflict(entry, index)
         results.append(PostResult("duplicate", tuple(previous)))
     return results
+
+
+def _one_round_trip(session: Session, entry: EntryRequest, by_code: dict[str, Account]) -> bool:
+    """Whether `ledger_post_transfer` can post `entry`: one transfer, on PostgreSQL, no
+    reversal, and no balance limit it could break (those are checked on locked rows first)."""
+    if len(entry.legs) != 1 or entry.legs[0].reverses is not None:
+        return False
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    leg = entry.legs[0]
+    return not (
+        by_code[leg.debit].debits_must_not_exceed_credits
+        or by_code[leg.credit].credits_must_not_exceed_debits
+    )
+
+
+_POST_TRANSFER = (
+    sa.text(
+        "SELECT * FROM ledger_post_transfer(:id, CAST(:kind AS text), CAST(:key AS text),"
+        " CAST(:fingerprint AS text), CAST(:debit AS bigint), CAST(:debit_slot AS smallint),"
+        " CAST(:credit AS bigint), CAST(:credit_slot AS smallint), CAST(:amount AS bigint),"
+        " CAST(:currency AS text), :effective_at, :posted_at, CAST(:description AS text),"
+        " :metadata)"
+    )
+    .bindparams(
+        sa.bindparam("id", type_=sa.Uuid),
+        sa.bindparam("effective_at", type_=UtcDateTime),
+        sa.bindparam("posted_at", type_=UtcDateTime),
+        sa.bindparam("metadata", type_=Json),
+    )
+    .columns(
+        inserted=sa.Boolean,
+        id=sa.Uuid,
+        journal_id=sa.Uuid,
+        leg=sa.SmallInteger,
+        fingerprint=sa.String,
+        debit_account_id=BigId,
+        credit_account_id=BigId,
+        amount=sa.BigInteger,
+        currency=sa.String,
+        effective_at=UtcDateTime,
+        posted_at=UtcDateTime,
+        description=sa.Text,
+        metadata=Json,
+        reverses_id=sa.Uuid,
+    )
+)
+
+
+def _post_one(
+    session: Session,
+    entry: EntryRequest,
+    fingerprint: str,
+    by_code: dict[str, Account],
+    now: datetime,
+) -> PostResult:
+    """Post a one-transfer entry in one statement; a taken key answers the stored transfers,
+    judged as `post_entries` judges them."""
+    leg = entry.legs[0]
+    debit, credit = by_code[leg.debit], by_code[leg.credit]
+    rows = (
+        session.connection()
+        .execute(
+            _POST_TRANSFER,
+            {
+                "id": uuid6.uuid7(),
+                "kind": entry.kind.value,
+                "key": entry.idempotency_key,
+                "fingerprint": fingerprint,
+                "debit": debit.id,
+                "debit_slot": random.randrange(HOT_SLOTS) if debit.hot else 0,
+                "credit": credit.id,
+                "credit_slot": random.randrange(HOT_SLOTS) if credit.hot else 0,
+                "amount": leg.amount,
+                "currency": debit.currency,
+                "effective_at": entry.effective_at or now,
+                "posted_at": now,
+                "description": entry.description,
+                "metadata": _merge_metadata(entry.metadata, leg.metadata),
+            },
+        )
+        .all()
+    )
+    code_by_id = {debit.id: debit.code, credit.id: credit.code}
+    if rows[0].inserted:
+        row = rows[0]._mapping
+        return PostResult("posted", (_transfer_of(row, entry, code_by_id),))
+    stored = tuple(_transfer_of(row._mapping, entry, code_by_id) for row in rows)
+    if not _same_entry(stored, fingerprint, 1):
+        raise _conflict(entry, 0)
+    return PostResult("duplicate", stored)
+
+
+def _transfer_of(
+    row: Mapping[Any, Any], entry: EntryRequest, code_by_id: dict[int, str]
+) -> Transfer:
+    """A transfer `ledger_post_transfer` answered. A stored one may name other accounts (a
+    conflicting replay): their codes are not needed to refuse it."""
+    values = {**row, "kind": entry.kind.value, "idempotency_key": entry.idempotency_key}
+    return transfer_from(
+        values,
+        code_by_id.get(row["debit_account_id"], ""),
+        code_by_id.get(row["credit_account_id"], ""),
+    )
 
 
 def _first_occurrences(

@@ -336,3 +336,49 @@ def test_many_limited_accounts_in_one_posting_move_through_one_statement(
     with pytest.raises(BalanceLimitExceeded) as raised, unit_of_work(sessions) as session:
         post_entries(session, too_much, NOW)
     assert raised.value.details["account"] == f"customer:{customers[-1]}:unbilled"
+
+
+def test_a_one_transfer_entry_is_posted_in_one_statement(
+    chart: sessionmaker[Session], engine: sa.Engine
+) -> None:
+    """`ledger_post_transfer`: the insert, both balance moves and the answer in one round trip
+    (besides BEGIN and COMMIT), for a new key and for a replay alike."""
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with unit_of_work(chart) as session:  # the accounts are read once per process, not per post
+        post_entry(session, usage("warm-up"), NOW)
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with unit_of_work(chart) as session:
+            assert post_entry(session, usage("msg-1"), NOW).status == "posted"
+        with unit_of_work(chart) as session:
+            assert post_entry(session, usage("msg-1"), NOW).status == "duplicate"
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert [s.split("(")[0] for s in statements] == ["SELECT * FROM ledger_post_transfer"] * 2
+    assert balance_of(chart, "customer:42:unbilled") == 15_000
+
+
+def test_a_one_transfer_replay_of_other_content_or_shape_is_a_conflict(
+    chart: sessionmaker[Session],
+) -> None:
+    two_legs = EntryRequest(
+        Kind.ADJUSTMENT,
+        "adj-1",
+        (
+            Leg("customer:42:unbilled", REVENUE, 1_000),
+            Leg("customer:43:unbilled", REVENUE, 2_000),
+        ),
+    )
+    with unit_of_work(chart) as session:
+        post_entry(session, usage("msg-1"), NOW)
+        post_entry(session, two_legs, NOW)
+    one_leg = EntryRequest(Kind.ADJUSTMENT, "adj-1", two_legs.legs[:1])
+    for entry in (usage("msg-1", micros=9_999), one_leg):
+        with pytest.raises(IdempotencyConflict), unit_of_work(chart) as session:
+            post_entry(session, entry, NOW)
+    assert count_transfers(chart) == 3
+    assert balance_of(chart, "customer:42:unbilled") == 8_500
