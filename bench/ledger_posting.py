@@ -5,6 +5,10 @@
 Starts a throwaway PostgreSQL exactly as the tests do, migrates it, and measures:
 - batch posting: `post_entries` with 1,000 usage entries across 50 customers per unit of work;
 - single-entry posting: one entry per unit of work, with 1 and 16 client threads;
+- beside it, in the same database and in alternating rounds, the one-row floor: a prepared
+  `INSERT` of a usage-shaped transfer and `COMMIT` on raw psycopg2 (`bench.copy_limit`'s), which
+  no ledger committing each posting on its own can beat; the ratio is the median of the
+  rounds' ratios;
 - with `--grow N`: batches go on until `transfers` holds N rows, and the batch rate is reported
   as the table passes 10^4, 10^5 and 10^6 rows (median of the last 10 batches at each mark):
   how posting cost grows with the ledger;
@@ -29,12 +33,14 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from bench.copy_limit import usage_rows
 from bench.repeated import settle
 from billing.chart import ensure_chart
 from ledger.balances import account_balance
+from ledger.bulk import COLUMNS
 from ledger.db import make_engine, make_session_factory, run_in_transaction, unit_of_work
 from ledger.model import EntryRequest, Kind, Leg
-from ledger.posting import post_entries, post_entry
+from ledger.posting import post_alone, post_entries, post_entry
 from tests.pgserver import migrated_database
 
 CUSTOMERS = 50
@@ -77,7 +83,10 @@ def bench_growth(sessions, target: int, size: int = 1000) -> dict[int, float]:  
     return at_mark
 
 
-def bench_singles(sessions, clients: int, total: int) -> float:  # type: ignore[no-untyped-def]
+def bench_singles(sessions, clients: int, total: int, alone: bool = True) -> float:  # type: ignore[no-untyped-def]
+    """Entries/s posted one per transaction: by `post_alone` (one autocommitted statement), or
+    with `alone=False` by `post_entry` inside a unit of work (BEGIN, the statement, COMMIT), as
+    a caller that writes more in the same transaction does."""
     per_client = total // clients
     barrier = threading.Barrier(clients)
 
@@ -85,12 +94,61 @@ def bench_singles(sessions, clients: int, total: int) -> float:  # type: ignore[
         barrier.wait()
         for n in range(per_client):
             entry = usage((index * per_client + n) % CUSTOMERS)
-            run_in_transaction(sessions, lambda s, e=entry: post_entry(s, e, NOW), attempts=10)
+            if alone:
+                post_alone(sessions, entry, NOW)
+            else:
+                run_in_transaction(sessions, lambda s, e=entry: post_entry(s, e, NOW), attempts=10)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     return clients * per_client / (time.perf_counter() - started)
+
+
+def bench_floor_rounds(  # type: ignore[no-untyped-def]
+    engine, sessions, rounds: int, per_round: int
+) -> tuple[float, float, float, float]:
+    """(alone, in a unit of work, floor, ratio alone / floor): single-entry posts both ways and
+    one-row INSERT + COMMIT in alternating rounds on this database, medians over the rounds
+    (the ratio the median of each round's pair)."""
+    with engine.connect() as connection:
+        debit_ids = list(
+            connection.execute(
+                sa.text("SELECT id FROM accounts WHERE code LIKE :pattern"),
+                {"pattern": "customer:%:unbilled"},
+            ).scalars()
+        )
+        revenue = connection.execute(
+            sa.text("SELECT id FROM accounts WHERE code = 'revenue:sms:USD'")
+        ).scalar_one()
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(
+            f"PREPARE one_transfer AS INSERT INTO transfers ({', '.join(COLUMNS)})"
+            f" VALUES ({', '.join(f'${n + 1}' for n in range(len(COLUMNS)))})"
+        )
+        raw.commit()
+        execute_one = f"EXECUTE one_transfer ({', '.join(['%s'] * len(COLUMNS))})"
+        ours, in_unit, floor = [], [], []
+        for round_number in range(rounds):
+            rows = usage_rows(10_000_000 + round_number * per_round, per_round, debit_ids, revenue)
+            started = time.perf_counter()
+            for row in rows:
+                cursor.execute(execute_one, row)
+                raw.commit()
+            floor.append(per_round / (time.perf_counter() - started))
+            ours.append(bench_singles(sessions, 1, per_round))
+            in_unit.append(bench_singles(sessions, 1, per_round, alone=False))
+    finally:
+        raw.close()
+    ratios = [o / f for o, f in zip(ours, floor, strict=True)]
+    return (
+        statistics.median(ours),
+        statistics.median(in_unit),
+        statistics.median(floor),
+        statistics.median(ratios),
+    )
 
 
 def bench_reads(sessions, repeats: int = 200) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -114,6 +172,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--singles", type=int, default=2000)
     parser.add_argument("--grow", type=int, default=0, help="post batches up to this many rows")
+    parser.add_argument("--floor-rounds", type=int, default=5)
     args = parser.parse_args()
 
     with migrated_database() as (url, pg_version):
@@ -127,6 +186,9 @@ def main() -> None:
         batch_rates = bench_batches(sessions, args.batches)
         single_1 = bench_singles(sessions, 1, args.singles // 4)
         single_16 = bench_singles(sessions, 16, args.singles)
+        ours, in_unit, floor, vs_floor = bench_floor_rounds(
+            engine, sessions, args.floor_rounds, max(args.singles // 4, 50)
+        )
         # Older history on the read account so `as_of` has a tail to subtract.
         with unit_of_work(sessions) as session:
             post_entries(session, [usage(0, at=NOW - timedelta(days=2)) for _ in range(1000)], NOW)
@@ -157,6 +219,13 @@ def main() -> None:
     print(f"| batch post, 1,000 entries per unit of work | {batch:,.0f} entries/s |")
     print(f"| single-entry posts, 1 client | {single_1:,.0f} posts/s |")
     print(f"| single-entry posts, 16 clients | {single_16:,.0f} posts/s |")
+    print(f"| single-entry posts, 1 client, beside the floor | {ours:,.0f} posts/s |")
+    print(f"| single-entry posts in a unit of work, beside the floor | {in_unit:,.0f} posts/s |")
+    print(f"| one-row INSERT + COMMIT floor, same database | {floor:,.0f} rows/s |")
+    print(
+        f"| single-entry posts against the floor, median of {args.floor_rounds} rounds"
+        f" | {vs_floor:.2f} |"
+    )
     for mark, rate in growth.items():
         print(f"| batch post as `transfers` passes {mark:,} rows | {rate:,.0f} entries/s |")
     for label, value in reads.items():

@@ -53,6 +53,12 @@ def _engine_of(session: Session) -> sa.Engine:
     return session.get_bind().engine
 
 
+def committed_accounts(engine: sa.Engine, codes: Iterable[str]) -> dict[str, Account]:
+    """The accounts among `codes` this process has seen committed on `engine` (no query)."""
+    known = _committed.get(engine, {})
+    return {code: known[code] for code in codes if code in known}
+
+
 @event.listens_for(Session, "after_commit")
 def _remember_accounts(session: Session) -> None:
     seen = session.info.pop(_SEEN, None)

@@ -210,6 +210,72 @@ def run_in_transaction(
             time.sleep(random.uniform(0.005, 0.05) * conflicts)
 
 
+def execute_alone(engine: sa.Engine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Run one driver-level statement as its own transaction (autocommit: one round trip, no
+    BEGIN and no COMMIT); its rows. For the per-SMS path: the pooled DBAPI connection is used
+    directly, without SQLAlchemy's statement and result machinery.
+
+    Refusals leave as in `unit_of_work`. A deadlock or serialization failure (nothing was
+    applied) is retried like `run_in_transaction` does; an outage before the statement reached
+    the server (no connection) is retried once. An outage with the statement sent is
+    `DatabaseUnavailable` with `may_have_committed`, and the pool drops every connection opened
+    before it, as SQLAlchemy does for its own statements.
+
+    Raises: LedgerError (a translated refusal), DatabaseUnavailable, RetryableConflict,
+    DBAPIError otherwise.
+    """
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    conflicts = 0
+    outage_retried = False
+    while True:
+        try:
+            pooled = engine.raw_connection()
+        except DBAPIError as error:
+            translated = translate(error)
+            if not isinstance(translated, DatabaseUnavailable) or outage_retried:
+                raise translated or error from error
+            outage_retried = True
+            time.sleep(random.uniform(0.02, 0.1))
+            continue
+        connection = pooled.dbapi_connection
+        assert connection is not None  # a fresh checkout holds its driver connection
+        try:
+            connection.autocommit = True
+            cursor = connection.cursor()
+            cursor.execute(sql, params)
+            rows = list(cursor.fetchall())
+            cursor.close()
+            connection.autocommit = False
+            return rows
+        except dbapi_error as orig:
+            wrapped = DBAPIError.instance(sql, params, orig, dbapi_error, dialect=engine.dialect)
+            assert isinstance(wrapped, DBAPIError)  # a driver error wraps as one
+            if is_outage(wrapped):
+                engine.pool._invalidate(pooled, orig)  # as Connection does on a disconnect
+                raise _outage_in_flight(wrapped) from orig
+            connection.autocommit = False
+            if is_retryable(wrapped):
+                conflicts += 1
+                if conflicts >= 3:
+                    raise RetryableConflict(
+                        "the database kept aborting this statement; try again"
+                    ) from orig
+                time.sleep(random.uniform(0.005, 0.05) * conflicts)
+                continue
+            translated = translate(wrapped)
+            if translated is None:
+                raise wrapped from orig
+            raise translated from orig
+        finally:
+            pooled.close()
+
+
+def _outage_in_flight(error: DBAPIError) -> LedgerError:
+    translated = translate(error, during_commit=True)
+    assert translated is not None  # an outage always translates
+    return translated
+
+
 def is_outage(error: DBAPIError) -> bool:
     """Whether `error` says the PostgreSQL server is not there (refused, shutting down,
     starting up, terminated, closed unexpectedly, a connection SQLAlchemy invalidated), as

@@ -20,17 +20,18 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 import uuid6
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import db
-from ledger.accounts import find_accounts
-from ledger.bulk import BULK_MIN_ROWS, array_text, insert_transfers
+from ledger.accounts import committed_accounts, find_accounts
+from ledger.bulk import BULK_MIN_ROWS, COLUMNS, array_text, insert_transfers
+from ledger.db import execute_alone, run_in_transaction
 from ledger.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -40,8 +41,9 @@ from ledger.errors import (
     UnknownAccount,
     UnknownTransfer,
 )
+from ledger.exact_json import dump_json
 from ledger.model import Account, EntryRequest, Kind, Leg, PostResult, Transfer, validate_entry
-from ledger.tables import HOT_SLOTS, BigId, Json, UtcDateTime, accounts, balances, transfers
+from ledger.tables import HOT_SLOTS, accounts, balances, transfers
 
 EntryKey = tuple[str, str]
 
@@ -66,8 +68,11 @@ def post_entries(
         _with_index(index, validate_entry, entry)
     fingerprints = [entry.fingerprint() for entry in entries]
     account_by_code = _resolve_accounts(session, entries)
-    if len(entries) == 1 and _one_round_trip(session, entries[0], account_by_code):
-        return [_post_one(session, entries[0], fingerprints[0], account_by_code, now)]
+    dialect = session.get_bind().dialect.name
+    if len(entries) == 1 and _one_round_trip(dialect, entries[0], account_by_code):
+        params = _post_params(entries[0], fingerprints[0], account_by_code, now)
+        answer = session.connection().exec_driver_sql(_POST_TRANSFER, params).all()
+        return [_judged(answer, params, entries[0], fingerprints[0], account_by_code)]
     keys = [(entry.kind.value, entry.idempotency_key) for entry in entries]
     first_seen = _first_occurrences(entries, keys, fingerprints)
 
@@ -94,12 +99,34 @@ def post_entries(
     return results
 
 
-def _one_round_trip(session: Session, entry: EntryRequest, by_code: dict[str, Account]) -> bool:
+def post_alone(sessions: sessionmaker[Session], entry: EntryRequest, now: datetime) -> PostResult:
+    """Post `entry` as a transaction of its own, for a caller with nothing else to write in it.
+
+    A one-transfer entry that `ledger_post_transfer` takes, whose accounts this process has seen
+    committed, is one autocommitted statement: one round trip, where a unit of work pays three
+    (BEGIN, the statement, COMMIT). Anything else is `post_entry` in a unit of work.
+
+    Raises: as `post_entry`; DatabaseUnavailable (`may_have_committed` when the connection was
+    lost with the statement in flight: only a retry with the same key can tell).
+    """
+    validate_entry(entry)
+    engine = sessions.kw["bind"]
+    codes = {code for leg in entry.legs for code in (leg.debit, leg.credit)}
+    by_code = committed_accounts(engine, codes)
+    if len(by_code) < len(codes) or not _one_round_trip(engine.dialect.name, entry, by_code):
+        return run_in_transaction(sessions, lambda session: post_entry(session, entry, now))
+    _check_currencies(entry, by_code, 0)
+    fingerprint = entry.fingerprint()
+    params = _post_params(entry, fingerprint, by_code, now)
+    return _judged(
+        execute_alone(engine, _POST_TRANSFER, params), params, entry, fingerprint, by_code
+    )
+
+
+def _one_round_trip(dialect: str, entry: EntryRequest, by_code: dict[str, Account]) -> bool:
     """Whether `ledger_post_transfer` can post `entry`: one transfer, on PostgreSQL, no
     reversal, and no balance limit it could break (those are checked on locked rows first)."""
-    if len(entry.legs) != 1 or entry.legs[0].reverses is not None:
-        return False
-    if session.get_bind().dialect.name != "postgresql":
+    if len(entry.legs) != 1 or entry.legs[0].reverses is not None or dialect != "postgresql":
         return False
     leg = entry.legs[0]
     return not (
@@ -108,93 +135,110 @@ def _one_round_trip(session: Session, entry: EntryRequest, by_code: dict[str, Ac
     )
 
 
+# Driver-level SQL: the per-SMS path skips SQLAlchemy's statement and result machinery
+# (measured: it cost more than the statement itself). Rows come back in `COLUMNS` order.
 _POST_TRANSFER = (
-    sa.text(
-        "SELECT * FROM ledger_post_transfer(:id, CAST(:kind AS text), CAST(:key AS text),"
-        " CAST(:fingerprint AS text), CAST(:debit AS bigint), CAST(:debit_slot AS smallint),"
-        " CAST(:credit AS bigint), CAST(:credit_slot AS smallint), CAST(:amount AS bigint),"
-        " CAST(:currency AS text), :effective_at, :posted_at, CAST(:description AS text),"
-        " :metadata)"
-    )
-    .bindparams(
-        sa.bindparam("id", type_=sa.Uuid),
-        sa.bindparam("effective_at", type_=UtcDateTime),
-        sa.bindparam("posted_at", type_=UtcDateTime),
-        sa.bindparam("metadata", type_=Json),
-    )
-    .columns(
-        inserted=sa.Boolean,
-        id=sa.Uuid,
-        journal_id=sa.Uuid,
-        leg=sa.SmallInteger,
-        fingerprint=sa.String,
-        debit_account_id=BigId,
-        credit_account_id=BigId,
-        amount=sa.BigInteger,
-        currency=sa.String,
-        effective_at=UtcDateTime,
-        posted_at=UtcDateTime,
-        description=sa.Text,
-        metadata=Json,
-        reverses_id=sa.Uuid,
-    )
+    "SELECT * FROM ledger_post_transfer(%s::uuid, %s::text, %s::text, %s::text, %s::bigint,"
+    " %s::smallint, %s::bigint, %s::smallint, %s::bigint, %s::text, %s::timestamptz,"
+    " %s::timestamptz, %s::text, %s::jsonb)"
 )
 
 
-def _post_one(
-    session: Session,
+_PARAMS = (
+    "id",
+    "kind",
+    "key",
+    "fingerprint",
+    "debit",
+    "debit_slot",
+    "credit",
+    "credit_slot",
+    "amount",
+    "currency",
+    "effective_at",
+    "posted_at",
+    "description",
+    "metadata",
+)
+
+
+def _post_params(
+    entry: EntryRequest, fingerprint: str, by_code: dict[str, Account], now: datetime
+) -> tuple[Any, ...]:
+    """`ledger_post_transfer`'s arguments for a one-transfer entry (the first, the new id)."""
+    leg = entry.legs[0]
+    debit, credit = by_code[leg.debit], by_code[leg.credit]
+    metadata = _merge_metadata(entry.metadata, leg.metadata)
+    return (
+        str(uuid6.uuid7()),
+        entry.kind.value,
+        entry.idempotency_key,
+        fingerprint,
+        debit.id,
+        random.randrange(HOT_SLOTS) if debit.hot else 0,
+        credit.id,
+        random.randrange(HOT_SLOTS) if credit.hot else 0,
+        leg.amount,
+        debit.currency,
+        entry.effective_at or now,
+        now,
+        entry.description,
+        dump_json(metadata) if metadata is not None else None,
+    )
+
+
+def _judged(
+    rows: Sequence[Sequence[Any]],
+    params: tuple[Any, ...],
     entry: EntryRequest,
     fingerprint: str,
     by_code: dict[str, Account],
-    now: datetime,
 ) -> PostResult:
-    """Post a one-transfer entry in one statement; a taken key answers the stored transfers,
-    judged as `post_entries` judges them."""
+    """`ledger_post_transfer`'s answer as a result: no rows, posted (the transfer is the one
+    sent); else the key's stored transfers, judged as `post_entries` judges them (a replay, or
+    IdempotencyConflict)."""
     leg = entry.legs[0]
-    debit, credit = by_code[leg.debit], by_code[leg.credit]
-    rows = (
-        session.connection()
-        .execute(
-            _POST_TRANSFER,
-            {
-                "id": uuid6.uuid7(),
-                "kind": entry.kind.value,
-                "key": entry.idempotency_key,
-                "fingerprint": fingerprint,
-                "debit": debit.id,
-                "debit_slot": random.randrange(HOT_SLOTS) if debit.hot else 0,
-                "credit": credit.id,
-                "credit_slot": random.randrange(HOT_SLOTS) if credit.hot else 0,
-                "amount": leg.amount,
-                "currency": debit.currency,
-                "effective_at": entry.effective_at or now,
-                "posted_at": now,
-                "description": entry.description,
-                "metadata": _merge_metadata(entry.metadata, leg.metadata),
-            },
+    if not rows:
+        values = dict(zip(_PARAMS, params, strict=True))
+        posted = Transfer(
+            id=uuid.UUID(values["id"]),
+            journal_id=uuid.UUID(values["id"]),
+            kind=entry.kind,
+            idempotency_key=entry.idempotency_key,
+            leg=0,
+            fingerprint=fingerprint,
+            debit_account=leg.debit,
+            credit_account=leg.credit,
+            amount=leg.amount,
+            currency=values["currency"],
+            effective_at=values["effective_at"],
+            posted_at=values["posted_at"],
+            description=entry.description,
+            metadata=_merge_metadata(entry.metadata, leg.metadata),
+            reverses_id=None,
         )
-        .all()
-    )
-    code_by_id = {debit.id: debit.code, credit.id: credit.code}
-    if rows[0].inserted:
-        row = rows[0]._mapping
-        return PostResult("posted", (_transfer_of(row, entry, code_by_id),))
-    stored = tuple(_transfer_of(row._mapping, entry, code_by_id) for row in rows)
+        return PostResult("posted", (posted,))
+    code_by_id = {by_code[leg.debit].id: leg.debit, by_code[leg.credit].id: leg.credit}
+    stored = tuple(_transfer_of(row, code_by_id) for row in rows)
     if not _same_entry(stored, fingerprint, 1):
         raise _conflict(entry, 0)
     return PostResult("duplicate", stored)
 
 
-def _transfer_of(
-    row: Mapping[Any, Any], entry: EntryRequest, code_by_id: dict[int, str]
-) -> Transfer:
-    """A transfer `ledger_post_transfer` answered. A stored one may name other accounts (a
-    conflicting replay): their codes are not needed to refuse it."""
-    values = {**row, "kind": entry.kind.value, "idempotency_key": entry.idempotency_key}
+def _transfer_of(row: Sequence[Any], code_by_id: dict[int, str]) -> Transfer:
+    """A transfers row as the driver returns it (`COLUMNS` order: text uuids, timestamps in
+    the session's zone). A stored row of a conflicting replay may name other accounts: their
+    codes are not needed to refuse it."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    for name in ("id", "journal_id", "reverses_id"):
+        if values[name] is not None:
+            values[name] = uuid.UUID(str(values[name]))
+    for name in ("effective_at", "posted_at"):
+        values[name] = values[name].astimezone(UTC)
     return transfer_from(
         values,
-        code_by_id.get(row["debit_account_id"], ""),
-        code_by_id.get(row["credit_account_id"], ""),
+        code_by_id.get(values["debit_account_id"], ""),
+        code_by_id.get(values["credit_account_id"], ""),
     )
 
 
@@ -326,17 +370,23 @@ def _resolve_accounts(session: Session, entries: Sequence[EntryRequest]) -> dict
             for code in (leg.debit, leg.credit):
                 if code not in found:
                     raise UnknownAccount(f"no account {code!r}", account=code, index=index)
-            debit, credit = found[leg.debit], found[leg.credit]
-            currency = entry.currency or debit.currency
-            if not debit.currency == credit.currency == currency:
-                raise CurrencyMismatch(
-                    f"{leg.debit} is {debit.currency}, {leg.credit} is {credit.currency}"
-                    + (f", the entry says {entry.currency}" if entry.currency else ""),
-                    index=index,
-                    debit_account=leg.debit,
-                    credit_account=leg.credit,
-                )
+        _check_currencies(entry, found, index)
     return found
+
+
+def _check_currencies(entry: EntryRequest, found: dict[str, Account], index: int) -> None:
+    """Raises: CurrencyMismatch when a leg's accounts, or the entry's stated currency, differ."""
+    for leg in entry.legs:
+        debit, credit = found[leg.debit], found[leg.credit]
+        currency = entry.currency or debit.currency
+        if not debit.currency == credit.currency == currency:
+            raise CurrencyMismatch(
+                f"{leg.debit} is {debit.currency}, {leg.credit} is {credit.currency}"
+                + (f", the entry says {entry.currency}" if entry.currency else ""),
+                index=index,
+                debit_account=leg.debit,
+                credit_account=leg.credit,
+            )
 
 
 def _stored_entries(session: Session, keys: list[EntryKey]) -> dict[EntryKey, tuple[Transfer, ...]]:

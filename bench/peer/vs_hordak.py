@@ -25,9 +25,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.repeated import provision
-from ledger.db import make_engine, make_session_factory, run_in_transaction, unit_of_work
+from ledger.db import make_engine, make_session_factory, unit_of_work
 from ledger.model import EntryRequest, Kind, Leg
-from ledger.posting import post_entries, post_entry
+from ledger.posting import post_alone, post_entries
 from tests.pgserver import PostgresServer
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +55,7 @@ def smsledger_rates(url: str, total: int, batch: int) -> dict[str, float]:
 
     started = time.perf_counter()
     for n in range(total):
-        run_in_transaction(sessions, lambda s, n=n: post_entry(s, entry(n), datetime.now(UTC)))
+        post_alone(sessions, entry(n), datetime.now(UTC))
     singles = total / (time.perf_counter() - started)
     started = time.perf_counter()
     for first in range(total, 2 * total, batch):

@@ -24,44 +24,36 @@ CREATE FUNCTION ledger_post_transfer(
     p_debit bigint, p_debit_slot smallint, p_credit bigint, p_credit_slot smallint,
     p_amount bigint, p_currency text, p_effective_at timestamptz, p_posted_at timestamptz,
     p_description text, p_metadata jsonb
-) RETURNS TABLE (
-    inserted boolean, id uuid, journal_id uuid, leg smallint, fingerprint text,
-    debit_account_id bigint, credit_account_id bigint, amount bigint, currency text,
-    effective_at timestamptz, posted_at timestamptz, description text, metadata jsonb,
-    reverses_id uuid
-)
+) RETURNS SETOF transfers
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 BEGIN
-    INSERT INTO transfers AS t (id, journal_id, kind, idempotency_key, leg, fingerprint,
+    INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
         debit_account_id, credit_account_id, amount, currency, effective_at, posted_at,
         description, metadata, reverses_id)
     VALUES (p_id, p_id, p_kind, p_key, 0, p_fingerprint, p_debit, p_credit, p_amount,
         p_currency, p_effective_at, p_posted_at, p_description, p_metadata, NULL)
     ON CONFLICT ON CONSTRAINT uq_transfers_idempotency DO NOTHING;
     IF FOUND THEN
+        -- Posted: both cached balance rows move, in account order as every posting moves
+        -- them (no deadlock), and no row is answered (the caller has the transfer it sent).
         IF p_debit < p_credit THEN
-            UPDATE balances b SET debits = b.debits + p_amount
-                WHERE b.account_id = p_debit AND b.slot = p_debit_slot;
-            UPDATE balances b SET credits = b.credits + p_amount
-                WHERE b.account_id = p_credit AND b.slot = p_credit_slot;
+            UPDATE balances SET debits = debits + p_amount
+                WHERE account_id = p_debit AND slot = p_debit_slot;
+            UPDATE balances SET credits = credits + p_amount
+                WHERE account_id = p_credit AND slot = p_credit_slot;
         ELSE
-            UPDATE balances b SET credits = b.credits + p_amount
-                WHERE b.account_id = p_credit AND b.slot = p_credit_slot;
-            UPDATE balances b SET debits = b.debits + p_amount
-                WHERE b.account_id = p_debit AND b.slot = p_debit_slot;
+            UPDATE balances SET credits = credits + p_amount
+                WHERE account_id = p_credit AND slot = p_credit_slot;
+            UPDATE balances SET debits = debits + p_amount
+                WHERE account_id = p_debit AND slot = p_debit_slot;
         END IF;
-        RETURN QUERY SELECT true, p_id, p_id, 0::smallint, p_fingerprint, p_debit, p_credit,
-            p_amount, p_currency, p_effective_at, p_posted_at, p_description, p_metadata,
-            NULL::uuid;
         RETURN;
     END IF;
-    RETURN QUERY SELECT false, s.id, s.journal_id, s.leg, s.fingerprint::text,
-            s.debit_account_id, s.credit_account_id, s.amount, s.currency::text,
-            s.effective_at, s.posted_at, s.description, s.metadata, s.reverses_id
-        FROM transfers s
-        WHERE s.kind = p_kind AND s.idempotency_key = p_key
-        ORDER BY s.leg;
+    -- The key was taken: its stored transfers (never none: the row that took the key was
+    -- committed before the insert gave way to it, and this statement's snapshot is newer).
+    RETURN QUERY
+    SELECT * FROM transfers s WHERE s.kind = p_kind AND s.idempotency_key = p_key
+    ORDER BY s.leg;
 END
 $$
 """
