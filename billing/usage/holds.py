@@ -24,11 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from billing.errors import HoldConflict, UnknownHold
 from billing.tables import usage_holds
-from ledger.accounts import insert_ignoring_conflicts
 from ledger.model import Kind
 from ledger.tables import UtcDateTime, transfers
 
@@ -83,7 +83,7 @@ def lock_holds_of(session: Session, user_id: str) -> None:
     """Serialise reserving checks of `user_id` until the transaction ends. Must run in its own
     statement before the read it protects: a statement's snapshot is taken when it starts."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK, {"key": f"usage-hold:{user_id}"})
+        session.connection().execute(_LOCK, {"key": f"usage-hold:{user_id}"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,29 +94,49 @@ class Claim:
     posted_by: str | None
 
 
-def claim_of(session: Session, message_id: str) -> Claim:
-    hold_row = session.execute(
-        sa.select(usage_holds).where(usage_holds.c.message_id == message_id)
-    ).one_or_none()
-    posted_by = session.execute(
-        sa.select(transfers.c.metadata).where(
+def _own(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(column)
+        .where(usage_holds.c.message_id == sa.bindparam("own_message_id"))
+        .scalar_subquery()
+    )
+
+
+def claim_columns() -> list[sa.Label[Any]]:
+    """`:own_message_id`'s hold and the user of its usage post, as columns of the pre-send
+    check's one-statement read (primary-key and unique-index probes; NULLs for a plain check's
+    empty id). `claim_from` reads them back."""
+    posted_by = (
+        sa.select(transfers.c.metadata["user_id"].as_string())
+        .where(
             transfers.c.kind == Kind.USAGE.value,
-            transfers.c.idempotency_key == message_id,
+            transfers.c.idempotency_key == sa.bindparam("own_message_id"),
             transfers.c.leg == 0,
         )
-    ).scalar_one_or_none()
+        .scalar_subquery()
+    )
+    return [
+        _own(usage_holds.c.customer_id).label("own_hold_user"),
+        _own(usage_holds.c.amount_micros).label("own_hold_amount"),
+        _own(usage_holds.c.currency).label("own_hold_currency"),
+        _own(usage_holds.c.expires_at).label("own_hold_expires_at"),
+        posted_by.label("own_posted_by"),
+    ]
+
+
+def claim_from(row: Any, message_id: str) -> Claim:
     hold = (
         Hold(
-            hold_row.message_id,
-            hold_row.customer_id,
-            hold_row.amount_micros,
-            hold_row.currency,
-            hold_row.expires_at,
+            message_id,
+            row.own_hold_user,
+            int(row.own_hold_amount),
+            row.own_hold_currency,
+            row.own_hold_expires_at,
         )
-        if hold_row is not None
+        if row.own_hold_user is not None
         else None
     )
-    return Claim(hold, str(posted_by["user_id"]) if posted_by is not None else None)
+    return Claim(hold, row.own_posted_by)
 
 
 def check_claim(claim: Claim, message_id: str, user_id: str) -> None:
@@ -129,8 +149,47 @@ def check_claim(claim: Claim, message_id: str, user_id: str) -> None:
         )
 
 
+_PLACE = postgresql.insert(usage_holds).values(
+    message_id=sa.bindparam("message_id"),
+    customer_id=sa.bindparam("customer_id"),
+    amount_micros=sa.bindparam("amount"),
+    currency=sa.bindparam("currency"),
+    created_at=sa.bindparam("now", type_=UtcDateTime),
+    expires_at=sa.bindparam("expires_at", type_=UtcDateTime),
+)
+_PLACE_STATEMENTS = {
+    dialect: insert.on_conflict_do_update(
+        index_elements=["message_id"],
+        set_={
+            "customer_id": insert.excluded.customer_id,
+            "amount_micros": insert.excluded.amount_micros,
+            "currency": insert.excluded.currency,
+            "created_at": insert.excluded.created_at,
+            "expires_at": insert.excluded.expires_at,
+        },
+        # Another user's hold is never taken over (two users racing for one message id).
+        where=usage_holds.c.customer_id == insert.excluded.customer_id,
+    ).returning(usage_holds.c.message_id)
+    for dialect, insert in (
+        ("postgresql", _PLACE),
+        (
+            "sqlite",
+            sqlite.insert(usage_holds).values(
+                message_id=sa.bindparam("message_id"),
+                customer_id=sa.bindparam("customer_id"),
+                amount_micros=sa.bindparam("amount"),
+                currency=sa.bindparam("currency"),
+                created_at=sa.bindparam("now", type_=UtcDateTime),
+                expires_at=sa.bindparam("expires_at", type_=UtcDateTime),
+            ),
+        ),
+    )
+}
+
+
 def place_hold(
     session: Session,
+    claim: Claim,
     message_id: str,
     user_id: str,
     amount: int,
@@ -138,29 +197,32 @@ def place_hold(
     now: datetime,
     ttl_seconds: int,
 ) -> Hold:
-    """Hold `amount` for `message_id` until `ttl_seconds` from now; a live hold of this message
-    stays as it was placed (a replayed check extends nothing). The caller holds the lock."""
+    """Hold `amount` for `message_id` until `ttl_seconds` from now. A live hold of this message
+    stays as it was placed (a replayed check extends nothing); an expired one is replaced. The
+    caller holds the lock and has checked `claim` is this user's: one statement at most."""
+    if claim.hold is not None and claim.hold.expires_at > now:
+        return claim.hold
     expires_at = now + timedelta(seconds=ttl_seconds)
-    session.execute(
-        sa.delete(usage_holds).where(
-            usage_holds.c.message_id == message_id, usage_holds.c.expires_at <= now
+    placed = (
+        session.connection()
+        .execute(
+            _PLACE_STATEMENTS[session.get_bind().dialect.name],
+            {
+                "message_id": message_id,
+                "customer_id": user_id,
+                "amount": amount,
+                "currency": currency,
+                "now": now,
+                "expires_at": expires_at,
+            },
         )
+        .first()
     )
-    session.execute(
-        insert_ignoring_conflicts(session, usage_holds)
-        .values(
-            message_id=message_id,
-            customer_id=user_id,
-            amount_micros=amount,
-            currency=currency,
-            created_at=now,
-            expires_at=expires_at,
+    if placed is None:
+        raise HoldConflict(
+            f"message_id {message_id!r} belongs to another user's message", message_id=message_id
         )
-        .on_conflict_do_nothing(index_elements=["message_id"])
-    )
-    stored = claim_of(session, message_id).hold
-    assert stored is not None  # inserted, or live and this user's (checked before)
-    return stored
+    return Hold(message_id, user_id, amount, currency, expires_at)
 
 
 def release_hold(session: Session, message_id: str, now: datetime) -> Hold:

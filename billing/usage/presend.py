@@ -11,7 +11,8 @@ read); a reserving check (`reserve`) places a hold of the message's cost when it
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,9 +24,11 @@ from billing.invoice import UNPAID, InvoiceStatus
 from billing.settings import BillingDefaults, Settings, global_settings, merge
 from billing.tables import billing_settings, customers, invoices
 from billing.usage.holds import (
+    Claim,
     Hold,
     check_claim,
-    claim_of,
+    claim_columns,
+    claim_from,
     held_amount,
     lock_holds_of,
     place_hold,
@@ -246,7 +249,8 @@ def check_send(
         cost = _estimate(session, check, currency, plan, now)
         return _decide(check, state, settings, currency, cost)
     assert check.message_id is not None  # parse_check requires it with reserve
-    claim = claim_of(session, check.message_id)
+    claim = state.claim
+    assert claim is not None  # read with the state for a reserving check
     check_claim(claim, check.message_id, check.user_id)
     if claim.posted_by is not None:  # sent and posted already: nothing left to hold
         return _decide(check, state, settings, currency, 0, HoldOutcome("posted", None))
@@ -258,7 +262,14 @@ def check_send(
             release_hold(session, check.message_id, now)
         return decision
     hold = place_hold(
-        session, check.message_id, check.user_id, cost, currency, now, defaults.hold_ttl_seconds
+        session,
+        claim,
+        check.message_id,
+        check.user_id,
+        cost,
+        currency,
+        now,
+        defaults.hold_ttl_seconds,
     )
     return replace(decision, held=decision.held + hold.amount, hold=HoldOutcome("held", hold))
 
@@ -340,6 +351,7 @@ class _State:
     unpaid: int
     awaiting_approval: int
     held: int
+    claim: Claim | None  # a reserving check's message: who has its id already
 
 
 def _balance_of(code: sa.BindParameter[str]) -> sa.ScalarSelect[Any]:
@@ -382,26 +394,54 @@ _STATE = sa.select(
     _invoices_in(UNPAID).label("unpaid"),
     _invoices_in((InvoiceStatus.PENDING,)).label("awaiting_approval"),
     held_amount().label("held"),
+    *claim_columns(),
 )
+
+
+_SEND_STATE = "SELECT * FROM billing_send_state(%s, %s, %s, %s, %s, %s, %s)"
+"""The same read as `_STATE`, as the function migration 0010 owns: its plan is kept per
+connection, where the statement was planned on every check (planning cost more than running)."""
+
+
+def read_state(
+    session: Session, user_id: str, now: datetime, own_message_id: str, prepared: bool
+) -> Any:
+    """The state row: by `billing_send_state` (`prepared`, PostgreSQL) or by `_STATE`."""
+    connection = session.connection()
+    if prepared:
+        (values,) = connection.exec_driver_sql(
+            _SEND_STATE,
+            (
+                user_id,
+                unbilled_code(user_id),
+                receivable_code(user_id),
+                now,
+                own_message_id,
+                list(UNPAID),
+                InvoiceStatus.PENDING.value,
+            ),
+        ).all()
+        row = dict(zip(_STATE.selected_columns.keys(), values, strict=True))
+        if row["own_hold_expires_at"] is not None:
+            row["own_hold_expires_at"] = row["own_hold_expires_at"].astimezone(UTC)
+        return SimpleNamespace(**row)
+    return connection.execute(
+        _STATE,
+        {
+            "user_id": user_id,
+            "unbilled_code": unbilled_code(user_id),
+            "receivable_code": receivable_code(user_id),
+            "now": now,
+            "own_message_id": own_message_id,
+        },
+    ).one()
 
 
 def _state(session: Session, user_id: str, now: datetime, own_message_id: str | None) -> _State:
     """Everything the decision needs, by primary keys and indexes, in one statement; the holds
     leave out `own_message_id`'s (a reserving check decides again without its own)."""
-    row = (
-        session.connection()
-        .execute(
-            _STATE,
-            {
-                "user_id": user_id,
-                "unbilled_code": unbilled_code(user_id),
-                "receivable_code": receivable_code(user_id),
-                "now": now,
-                "own_message_id": own_message_id or "",
-            },
-        )
-        .one()
-    )
+    prepared = session.get_bind().dialect.name == "postgresql"
+    row = read_state(session, user_id, now, own_message_id or "", prepared)
     customer = (
         {"currency": row.currency, "status": row.status, "rate_plan": row.rate_plan}
         if row.currency is not None
@@ -415,6 +455,7 @@ def _state(session: Session, user_id: str, now: datetime, own_message_id: str | 
         int(row.unpaid),
         int(row.awaiting_approval),
         int(row.held),
+        claim_from(row, own_message_id) if own_message_id else None,
     )
 
 
