@@ -12,7 +12,11 @@ reconciliation at growing sizes (linear or worse). `--quick` divides every size 
 
 The throughput benchmarks (HTTP, django-hordak) run `--repeat` times and every figure is the
 median of those runs; the limits, the close and the reconciliation repeat inside their own
-process (three runs each, median reported).
+process (three runs each, median reported). The WSGI server comparison (single posts against
+each server's own do-nothing endpoint) and the pre-send check under an open-loop load (its p99
+at half the posts' saturation, and at saturation; the reserving check beside it) run once each,
+10 s per measurement (3 s with `--quick`). Every `WARNING` line of a report is repeated in the
+summary.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks-suite.md"
@@ -36,7 +41,7 @@ SUMMARY = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench.suite: start -->", "<!-- bench.suite: end -->"
 # Row labels of the HTTP report that the summary reads more than once.
 SINGLE_16, TRIVIAL = "single-event posts, 16 connections |", "trivial Flask endpoint"
-LIBRARIES = ("Flask", "SQLAlchemy", "psycopg2-binary", "gunicorn")
+LIBRARIES = ("Flask", "SQLAlchemy", "psycopg2-binary", "gunicorn", "waitress", "granian")
 
 
 def run(module: str, *args: str) -> str:
@@ -79,6 +84,85 @@ def check_figures(report: str) -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
+class ServerRow(NamedTuple):
+    """One server of a `wsgi_servers` report."""
+
+    name: str
+    app: float
+    trivial: float
+    ratio: float
+    p50: float
+    p99: float
+    errors: str
+
+
+def server_rows(report: str) -> list[ServerRow]:
+    """Every server's row of a `wsgi_servers` report, in its order (none: an error)."""
+    found = re.findall(
+        r"^\| (\S+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) / ([\d.]+) \| (.*) \|$",
+        report,
+        re.M,
+    )
+    if not found:
+        raise ValueError("no server rows in the WSGI server report")
+
+    def number(text: str) -> float:
+        return float(text.replace(",", ""))
+
+    return [
+        ServerRow(name, number(app), number(trivial), float(ratio), float(p50), float(p99), errors)
+        for name, app, trivial, ratio, p50, p99, errors in found
+    ]
+
+
+NOT_AVAILABLE = "not available yet"
+
+
+def latency_figures(report: str, label: str) -> tuple[float, float] | None:
+    """p50 and p99 (ms) of the row `label` in a report; None when the row says the measure is
+    not available yet (a missing row or figure is an error)."""
+    row = next((line for line in report.splitlines() if label in line), None)
+    if row is None:
+        raise ValueError(f"no row {label!r} in the report")
+    found = re.search(r"\| ([\d.]+) / ([\d.]+) ms", row)
+    if found:
+        return float(found.group(1)), float(found.group(2))
+    if NOT_AVAILABLE in row:
+        return None
+    raise ValueError(f"no p50 / p99 for {label!r} in: {row}")
+
+
+def warning_lines(reports: list[str]) -> list[str]:
+    """The `WARNING` lines of the reports (errors, a schedule not kept), each once."""
+    found = (line.strip() for r in reports for line in r.splitlines())
+    return list(dict.fromkeys(line for line in found if line.startswith("WARNING")))
+
+
+def check_rows(report: str) -> list[str]:
+    """The pre-send check's table rows of the summary, from a `bench.open_loop` report."""
+    half = figure(report, "posts offered at half saturation (open loop), achieved", "events/s")
+    saturation = figure(report, "single-event posts, saturation", "events/s")
+    rows = []
+    for label, load, target in (
+        (
+            "pre-send check at half saturation",
+            f"posts offered at half saturation (open loop, {half:,.0f} of {saturation:,.0f}"
+            " events/s)",
+            "p99 at most 10 ms",
+        ),
+        ("pre-send check at saturation", "posts at saturation (16 connections)", "none"),
+        (
+            "reserving pre-send check at half saturation",
+            "reserving check, posts at half saturation",
+            "none",
+        ),
+    ):
+        figures = latency_figures(report, label)
+        shown = f"{figures[0]:.1f} / {figures[1]:.1f} ms" if figures else NOT_AVAILABLE
+        rows.append(f"| {load} | {shown} | {target} |")
+    return rows
+
+
 def peer_rates(report: str) -> list[float]:
     """django-hordak's rates (singles, batches) from a `vs_hordak` report."""
     return [float(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+)/s \| [\d.]+ times", report)]
@@ -116,6 +200,9 @@ def main() -> None:
 
     copy = run("bench.copy_limit", "--rows", str(100_000 // scale))
     https = [run("bench.usage_http", "--seconds", "10") for _ in range(args.repeat)]
+    seconds = "3" if args.quick else "10"
+    servers = run("bench.wsgi_servers", "--seconds", seconds)
+    open_loop = run("bench.open_loop", "--seconds", seconds)
     hordaks = [
         run("bench.peer.vs_hordak", "--postings", str(5_000 // scale)) for _ in range(args.repeat)
     ]
@@ -210,7 +297,40 @@ def main() -> None:
         f" {theirs[0] / one_row_floor:.2f} (a ledger committing each posting alone can be at most"
         f" {one_row_floor / theirs[0]:.1f} times django-hordak here). "
     )
-    reports = (copy, *https, *hordaks, posting, *closes.values(), *reconciles.values())
+    server_table = [
+        "| single posts, 16 connections, by WSGI server | events/s | do-nothing req/s | ratio"
+        " | p50 / p99 ms |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r.name} | {r.app:,.0f} | {r.trivial:,.0f} | {r.ratio:.2f} |"
+            f" {r.p50:.1f} / {r.p99:.1f} |"
+            for r in server_rows(servers)
+        ),
+        "",
+        "Servers: "
+        + "; ".join(
+            f"{name} `{command}`"
+            for name, command in re.findall(r"^  (\S+): (.+)$", servers, re.M)
+            if name in {r.name for r in server_rows(servers)}
+        )
+        + ".",
+    ]
+    check_table = [
+        "| pre-send check beside single posts (bench.open_loop) | p50 / p99 | target |",
+        "|---|---|---|",
+        *check_rows(open_loop),
+    ]
+    reports = (
+        copy,
+        *https,
+        servers,
+        open_loop,
+        *hordaks,
+        posting,
+        *closes.values(),
+        *reconciles.values(),
+    )
+    warnings = warning_lines(list(reports))
     summary = [
         f"Latest suite run, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC:"
         f" `python -m bench.suite{' --quick' if args.quick else ''}`"
@@ -228,6 +348,10 @@ def main() -> None:
         "",
         f"{check_line}Balance read `as_of`: p50 {as_of:.2f} ms.",
         "",
+        *server_table,
+        "",
+        *check_table,
+        "",
         "| growth (seconds) | sizes | each size ten times the last |",
         "|---|---|---|",
         growth_row("period close", close_s),
@@ -242,6 +366,12 @@ def main() -> None:
         ),
         "",
         "Sizes are the issue's (a tenth with `--quick`); a step factor of 10 or less is linear.",
+        *(
+            ["", "Warnings in the reports (see `docs/benchmarks-suite.md`):"]
+            + [f"- {w}" for w in warnings]
+            if warnings
+            else []
+        ),
     ]
     OUT.write_text(
         "\n".join(

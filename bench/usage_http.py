@@ -17,153 +17,33 @@ import argparse
 import json
 import os
 import platform
-import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import requests
 import sqlalchemy as sa
 
+from bench.http_load import (
+    CHECK,
+    CUSTOMERS,
+    GUNICORN,
+    POST_ONE,
+    ROOT,
+    TRIVIAL_POST,
+    ensure_wrk,
+    run_wrk,
+    start_gunicorn,
+    stop_server,
+    warm_up,
+)
 from billing.access.api_keys import create_key
 from billing.usage.rate_sheets import add_rates, parse_sheet
 from ledger.checks import check_ledger
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from tests.conftest import NOW
 from tests.pgserver import migrated_database
-
-ROOT = Path(__file__).resolve().parents[1]
-CUSTOMERS = 50
-GUNICORN = "-w 2 -k gthread --threads 8"
-
-POST_ONE = """
-local counter = 0
-local run = "%(run)s"
-function setup(thread)
-  thread:set("tid", tostring(math.random(1, 1000000000)))
-end
-function request()
-  counter = counter + 1
-  local body = string.format(
-    '{"message_id":"%%s-%%s-%%d","user_id":"c%%d","destination":"+447400123456","segments":1}',
-    run, tid, counter, counter %% %(customers)d)
-  return wrk.format("POST", "/api/usage", {["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer %(key)s"}, body)
-end
-"""
-
-CHECK = """
-local counter = 0
-function request()
-  counter = counter + 1
-  local body = string.format('{"user_id":"c%%d","message_count":1,"destination":"+447400123456"}',
-    counter %% %(customers)d)
-  return wrk.format("POST", "/api/usage/check", {["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer %(key)s"}, body)
-end
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
-        )
-        return shutil.which("wrk") or "wrk"
-    raise SystemExit("wrk is needed: apt-get install wrk")
-
-
-def run_wrk(wrk: str, script: str, url: str, connections: int, seconds: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    threads = min(connections, 2)
-    output = subprocess.run(
-        [
-            wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            handle.name,
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    os.unlink(handle.name)
-    return parse_wrk(output)
-
-
-def parse_wrk(output: str) -> dict[str, float]:
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
-    for pct in ("50", "99"):
-        found = re.search(rf"^\s+{pct}%\s+(\S+)", output, re.M)
-        if found:
-            result[f"p{pct}_ms"] = ms(found.group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result["non_2xx"] = float(bad.group(1)) if bad else 0.0
-    errors = re.search(r"Socket errors: (.*)", output)
-    result["socket_errors"] = errors.group(1) if errors else ""  # type: ignore[assignment]
-    return result
-
-
-def start_gunicorn(
-    options: str, app: str, env: dict[str, str], ready_path: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    """gunicorn with `options` serving `app` on a free port, once `ready_path` answers."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    gunicorn = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            *options.split(),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            app,
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.request("POST" if ready_path == "/ok" else "GET", base + ready_path, timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
-    return gunicorn, base
-
-
-TRIVIAL_POST = """
-request = function()
-  return wrk.format("POST", "/ok", {["Content-Type"] = "application/json"},
-    '{"message_id": "m", "user_id": "c1", "destination": "+447400123456", "segments": 1}')
-end
-"""
 
 
 def measure_trivial(wrk: str, options: str, seconds: int) -> dict[str, float]:
@@ -172,27 +52,7 @@ def measure_trivial(wrk: str, options: str, seconds: int) -> dict[str, float]:
     try:
         return run_wrk(wrk, TRIVIAL_POST, base, 16, seconds)
     finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=20)
-
-
-def warm_up(base: str, key: str) -> None:
-    """One event per customer: every customer provisioned, every cache warm."""
-    warm = [
-        {
-            "message_id": f"warm-{n}",
-            "user_id": f"c{n}",
-            "destination": "+447400123456",
-            "segments": 1,
-        }
-        for n in range(CUSTOMERS)
-    ]
-    requests.post(
-        f"{base}/api/usage",
-        json={"events": warm},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    ).raise_for_status()
+        stop_server(gunicorn, base)
 
 
 def post_batches(base: str, key: str, batches: int, clients: int) -> float:
@@ -271,8 +131,7 @@ def main() -> None:
             engine.dispose()
         finally:
             if gunicorn is not None:
-                gunicorn.terminate()
-                gunicorn.wait(timeout=20)
+                stop_server(gunicorn, base)
 
     print(f"command: python -m bench.usage_http {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores,")

@@ -1,17 +1,22 @@
 """The benchmarks still run and still report what the suite reads from them: each one at a tiny
 size, in its own process with its own throwaway PostgreSQL, as `python -m bench.suite` runs them.
-(The HTTP and django-hordak benchmarks need wrk and a PyPI install; they are left to the suite.)
-Figures are not judged here: benchmarks measure, tests assert behaviour."""
+The WSGI server comparison and the open-loop check drive the servers with wrk (installed from
+Debian's packages when missing) and need granian (a dev dependency: missing, the test fails).
+(`bench.usage_http` and the django-hordak comparison, which needs a PyPI install, are left to
+the suite.) Figures are not judged here: benchmarks measure, tests assert behaviour; but every
+answer must have been 2xx."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.suite import figure
+from bench.http_load import SERVERS
+from bench.suite import figure, latency_figures, server_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -53,3 +58,27 @@ def test_the_limits_and_the_posting_bench_report_every_figure_the_suite_reads() 
     posting = report("bench.ledger_posting", "--batches", "2", "--singles", "32", "--grow", "10000")
     assert figure(posting, "balance read as_of p50 ms") > 0
     assert "passes 10,000 rows" in posting
+
+
+def test_the_wsgi_server_comparison_reports_every_server_and_only_2xx_answers() -> None:
+    importlib.import_module("granian")
+    out = report("bench.wsgi_servers", "--seconds", "1", "--warmup", "1")
+    rows = server_rows(out)
+    assert [row.name for row in rows] == list(SERVERS)
+    for row in rows:
+        assert row.app > 0 and row.trivial > 0 and row.p99 > 0, out
+        assert row.errors == "none", out
+    assert "WARNING" not in out
+    assert "ledger check: ok" in out
+
+
+def test_the_open_loop_bench_reports_the_check_beside_paced_posts_and_only_2xx_answers() -> None:
+    out = report("bench.open_loop", "--seconds", "2", "--warmup", "1", "--check-rate", "50")
+    assert figure(out, "single-event posts, saturation (16 connections)", "events/s") > 0
+    assert figure(out, "posts offered at half saturation (open loop), achieved", "events/s") > 0
+    assert latency_figures(out, "pre-send check at half saturation, p50 / p99") is not None
+    assert latency_figures(out, "pre-send check at saturation, p50 / p99") is not None
+    # The reserving check: figures, or "not available yet" from a server that refuses the field.
+    latency_figures(out, "reserving pre-send check at half saturation, p50 / p99")
+    assert "WARNING errors" not in out
+    assert "ledger check: ok" in out
