@@ -234,7 +234,11 @@ def check() -> Any:
     `message_id`."""
     parsed = parse_check(_body())
     defaults = runtime().config.billing
-    decision = transaction(lambda s: check_send(s, parsed, now(), defaults))
+    # A plain check reads in one statement and writes nothing: it commits alone. A reserving
+    # check locks, reads and holds in one transaction.
+    decision = transaction(
+        lambda s: check_send(s, parsed, now(), defaults), autocommit=not parsed.reserve
+    )
     return present_decision(decision)
 
 

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.config import Config
-from ledger.db import run_in_transaction
+from ledger.db import make_session_factory, run_in_transaction
 
 T = TypeVar("T")
 
@@ -29,16 +29,34 @@ class Runtime:
     clock: Callable[[], datetime]
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def autocommit_sessions(self) -> sessionmaker[Session]:
+        """Sessions whose every statement commits alone, for reads that are one statement (the
+        plain pre-send check): no BEGIN and no COMMIT round trips. PostgreSQL only; on SQLite,
+        whose transactions begin with `BEGIN IMMEDIATE`, the ordinary sessions."""
+        if self.engine.dialect.name != "postgresql":
+            return self.sessions
+        found = self.extras.get("autocommit_sessions")
+        if found is None:
+            found = self.extras.setdefault(
+                "autocommit_sessions",
+                make_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT")),
+            )
+        return found  # type: ignore[no-any-return]
+
 
 def runtime() -> Runtime:
     found: Runtime = current_app.extensions["smsledger"]
     return found
 
 
-def transaction(work: Callable[[Session], T]) -> T:
+def transaction(work: Callable[[Session], T], autocommit: bool = False) -> T:
     """Run `work` as this request's unit of work (retried whole on deadlock, and once on a
-    database outage that struck before COMMIT; `DatabaseUnavailable` answers 503 otherwise)."""
-    return run_in_transaction(runtime().sessions, work)
+    database outage that struck before COMMIT; `DatabaseUnavailable` answers 503 otherwise).
+    `autocommit`: each statement commits alone (`Runtime.autocommit_sessions`), for work that
+    reads in one statement."""
+    state = runtime()
+    return run_in_transaction(state.autocommit_sessions if autocommit else state.sessions, work)
 
 
 def dispatch_charges_now() -> str:

@@ -230,10 +230,16 @@ def execute_alone(engine: sa.Engine, sql: str, params: tuple[Any, ...]) -> list[
     while True:
         try:
             pooled = engine.raw_connection()
-        except DBAPIError as error:
+        except (DBAPIError, dbapi_error) as failure:  # the pool hands out the driver's errors
+            error = (
+                failure
+                if isinstance(failure, DBAPIError)
+                else DBAPIError.instance(None, None, failure, dbapi_error, dialect=engine.dialect)
+            )
+            assert isinstance(error, DBAPIError)
             translated = translate(error)
             if not isinstance(translated, DatabaseUnavailable) or outage_retried:
-                raise translated or error from error
+                raise translated or error from failure
             outage_retried = True
             time.sleep(random.uniform(0.02, 0.1))
             continue
