@@ -44,8 +44,10 @@ BEGIN
         (SELECT coalesce(sum(h.amount_micros), 0) FROM usage_holds h
             WHERE h.customer_id = p_user_id AND h.expires_at > p_now
               AND h.message_id <> p_own_message_id
-              AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.kind = 'usage'
-                  AND t.idempotency_key = h.message_id AND t.leg = 0))::bigint,
+              -- A probe per hold, never a join: an anti-join may hash all of transfers.
+              AND (SELECT 1 FROM transfers t WHERE t.kind = 'usage'
+                  AND t.idempotency_key = h.message_id AND t.leg = 0 LIMIT 1) IS NULL
+        )::bigint,
         own.customer_id::text, own.amount_micros, own.currency::text, own.expires_at,
         (SELECT t.metadata ->> 'user_id' FROM transfers t WHERE t.kind = 'usage'
             AND t.idempotency_key = p_own_message_id AND t.leg = 0)
