@@ -167,41 +167,31 @@ def check_claim(claim: Claim, message_id: str, user_id: str) -> None:
         )
 
 
-_PLACE = postgresql.insert(usage_holds).values(
-    message_id=sa.bindparam("message_id"),
-    customer_id=sa.bindparam("customer_id"),
-    amount_micros=sa.bindparam("amount"),
-    currency=sa.bindparam("currency"),
-    created_at=sa.bindparam("now", type_=UtcDateTime),
-    expires_at=sa.bindparam("expires_at", type_=UtcDateTime),
-)
-_PLACE_STATEMENTS = {
-    dialect: insert.on_conflict_do_update(
+def _place_statement(insert_of: Any) -> Any:
+    """Insert the hold, or replace this user's expired one: `INSERT … ON CONFLICT DO UPDATE`
+    in the dialect of `insert_of`. Another user's hold is never taken over (two users racing
+    for one message id): then no row comes back."""
+    insert = insert_of(usage_holds).values(
+        message_id=sa.bindparam("message_id"),
+        customer_id=sa.bindparam("customer_id"),
+        amount_micros=sa.bindparam("amount"),
+        currency=sa.bindparam("currency"),
+        created_at=sa.bindparam("now", type_=UtcDateTime),
+        expires_at=sa.bindparam("expires_at", type_=UtcDateTime),
+    )
+    return insert.on_conflict_do_update(
         index_elements=["message_id"],
         set_={
-            "customer_id": insert.excluded.customer_id,
-            "amount_micros": insert.excluded.amount_micros,
-            "currency": insert.excluded.currency,
-            "created_at": insert.excluded.created_at,
-            "expires_at": insert.excluded.expires_at,
+            name: insert.excluded[name]
+            for name in ("customer_id", "amount_micros", "currency", "created_at", "expires_at")
         },
-        # Another user's hold is never taken over (two users racing for one message id).
         where=usage_holds.c.customer_id == insert.excluded.customer_id,
     ).returning(usage_holds.c.message_id)
-    for dialect, insert in (
-        ("postgresql", _PLACE),
-        (
-            "sqlite",
-            sqlite.insert(usage_holds).values(
-                message_id=sa.bindparam("message_id"),
-                customer_id=sa.bindparam("customer_id"),
-                amount_micros=sa.bindparam("amount"),
-                currency=sa.bindparam("currency"),
-                created_at=sa.bindparam("now", type_=UtcDateTime),
-                expires_at=sa.bindparam("expires_at", type_=UtcDateTime),
-            ),
-        ),
-    )
+
+
+_PLACE_STATEMENTS = {
+    "postgresql": _place_statement(postgresql.insert),
+    "sqlite": _place_statement(sqlite.insert),
 }
 
 

@@ -162,6 +162,14 @@ def test_usage_and_the_check_work_on_sqlite(
     assert service.post("/api/usage", event).status_code == 200
     check = service.post("/api/usage/check", {"user_id": "42", "message_count": 1}).json
     assert check["allowed"] is True and check["unbilled"] == "0.013"
+    reserving = {"user_id": "42", "destination": "+447400123456", "reserve": True}
+    held = service.post("/api/usage/check", {**reserving, "message_id": "m3"}).json
+    assert held["hold"]["status"] == "held" and held["held"] == "0.007"
+    assert service.post("/api/usage", {**event, "message_id": "m3"}).status_code == 201
+    after = service.post("/api/usage/check", {"user_id": "42"}).json
+    assert (after["unbilled"], after["held"]) == ("0.02", "0.00")  # captured by its post
+    service.post("/api/usage/check", {**reserving, "message_id": "m4"})
+    assert service.delete("/api/usage/holds/m4").status_code == 200
 
 
 def test_cli_commands_work_on_a_fresh_directory(tmp_path: Path) -> None:
