@@ -22,21 +22,16 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from bench.usage_http import (
+from bench.http_load import (
     CUSTOMERS,
     GUNICORN,
     POST_ONE,
-    ROOT,
+    billing_database,
     ensure_wrk,
     run_wrk,
     start_gunicorn,
     warm_up,
 )
-from billing.access.api_keys import create_key
-from billing.usage.rate_sheets import add_rates, parse_sheet
-from ledger.db import make_engine, make_session_factory, unit_of_work
-from tests.conftest import NOW
-from tests.pgserver import migrated_database
 
 OURS = ("api/", "billing/", "ledger/", "jobs/", "wsgi.py")
 
@@ -72,12 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     wrk = ensure_wrk()
     py_spy = Path(sys.executable).parent / "py-spy"
-    with migrated_database() as (url, _):
-        engine = make_engine(url)
-        with unit_of_work(make_session_factory(engine)) as session:
-            add_rates(session, parse_sheet((ROOT / "examples" / "rates.csv").read_text()), NOW)
-            key, _ = create_key(session, "service", "bench", NOW)
-        engine.dispose()
+    with billing_database() as (url, _, key):
         env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
         gunicorn, base = start_gunicorn(GUNICORN, "wsgi:app", env, "/healthz")
         try:
