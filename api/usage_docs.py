@@ -8,8 +8,9 @@ from marshmallow import Schema, fields, validate
 
 from api.fields import AMOUNT_SCHEMA, CURRENCIES, POSITIVE_AMOUNT_SCHEMA
 from billing.chart import CUSTOMER_ID
-from billing.usage.ingestion import MAX_BATCH, MAX_SEGMENTS, MAX_TEXT_LENGTH
+from billing.usage.ingestion import MAX_BATCH, MAX_TEXT_LENGTH
 from billing.usage.presend import MAX_MESSAGES, REASONS
+from billing.usage.problems import MAX_SEGMENTS
 from ledger.model import MAX_KEY_LENGTH
 
 USER_ID = {

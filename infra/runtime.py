@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -29,20 +30,14 @@ class Runtime:
     clock: Callable[[], datetime]
     extras: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def autocommit_sessions(self) -> sessionmaker[Session]:
         """Sessions whose every statement commits alone, for reads that are one statement (the
         plain pre-send check): no BEGIN and no COMMIT round trips. PostgreSQL only; on SQLite,
         whose transactions begin with `BEGIN IMMEDIATE`, the ordinary sessions."""
         if self.engine.dialect.name != "postgresql":
             return self.sessions
-        found = self.extras.get("autocommit_sessions")
-        if found is None:
-            found = self.extras.setdefault(
-                "autocommit_sessions",
-                make_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT")),
-            )
-        return found  # type: ignore[no-any-return]
+        return make_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 def runtime() -> Runtime:

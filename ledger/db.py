@@ -166,10 +166,24 @@ def _roll_back(session: Session) -> None:
         log.warning("rollback on a lost connection skipped", extra={"reason": str(error.orig)})
 
 
+CONFLICT_ATTEMPTS = 3
+"""How often a unit of work or a lone statement runs when deadlocks or serialization failures
+keep aborting it."""
+
+
+def _pause_before_outage_retry() -> None:
+    time.sleep(random.uniform(0.02, 0.1))
+
+
+def _pause_before_conflict_retry(conflicts: int) -> None:
+    """Longer after each conflict, jittered so the retriers do not collide again."""
+    time.sleep(random.uniform(0.005, 0.05) * conflicts)
+
+
 def run_in_transaction(
     factory: Callable[[], Session],
     work: Callable[[Session], T],
-    attempts: int = 3,
+    attempts: int = CONFLICT_ATTEMPTS,
     commit: bool = True,
 ) -> T:
     """Run `work` in one unit of work, retrying the whole unit on deadlock or serialization
@@ -198,7 +212,7 @@ def run_in_transaction(
                 raise
             outage_retried = True
             log.info("database unavailable; retrying once", extra={"reason": outage.cause})
-            time.sleep(random.uniform(0.02, 0.1))
+            _pause_before_outage_retry()
         except DBAPIError as error:
             if not is_retryable(error):
                 raise
@@ -207,7 +221,7 @@ def run_in_transaction(
                 raise RetryableConflict(
                     "the database kept aborting this unit of work; try again"
                 ) from error
-            time.sleep(random.uniform(0.005, 0.05) * conflicts)
+            _pause_before_conflict_retry(conflicts)
 
 
 def execute_alone(engine: sa.Engine, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -241,7 +255,7 @@ def execute_alone(engine: sa.Engine, sql: str, params: tuple[Any, ...]) -> list[
             if not isinstance(translated, DatabaseUnavailable) or outage_retried:
                 raise translated or error from failure
             outage_retried = True
-            time.sleep(random.uniform(0.02, 0.1))
+            _pause_before_outage_retry()
             continue
         connection = pooled.dbapi_connection
         assert connection is not None  # a fresh checkout holds its driver connection
@@ -262,11 +276,11 @@ def execute_alone(engine: sa.Engine, sql: str, params: tuple[Any, ...]) -> list[
             connection.autocommit = False
             if is_retryable(wrapped):
                 conflicts += 1
-                if conflicts >= 3:
+                if conflicts >= CONFLICT_ATTEMPTS:
                     raise RetryableConflict(
                         "the database kept aborting this statement; try again"
                     ) from orig
-                time.sleep(random.uniform(0.005, 0.05) * conflicts)
+                _pause_before_conflict_retry(conflicts)
                 continue
             translated = translate(wrapped)
             if translated is None:

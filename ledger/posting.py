@@ -70,9 +70,11 @@ def post_entries(
     account_by_code = _resolve_accounts(session, entries)
     dialect = session.get_bind().dialect.name
     if len(entries) == 1 and _one_round_trip(dialect, entries[0], account_by_code):
-        params = _post_params(entries[0], fingerprints[0], account_by_code, now)
-        answer = session.connection().exec_driver_sql(_POST_TRANSFER, params).all()
-        return [_judged(answer, params, entries[0], fingerprints[0], account_by_code)]
+        (row,) = _rows(entries[0], fingerprints[0], account_by_code, now)
+        answer = session.connection().exec_driver_sql(
+            _POST_TRANSFER, _post_params(row, account_by_code)
+        )
+        return [_judged(answer.all(), row, entries[0], account_by_code)]
     keys = [(entry.kind.value, entry.idempotency_key) for entry in entries]
     first_seen = _first_occurrences(entries, keys, fingerprints)
 
@@ -116,11 +118,9 @@ def post_alone(sessions: sessionmaker[Session], entry: EntryRequest, now: dateti
     if len(by_code) < len(codes) or not _one_round_trip(engine.dialect.name, entry, by_code):
         return run_in_transaction(sessions, lambda session: post_entry(session, entry, now))
     _check_currencies(entry, by_code, 0)
-    fingerprint = entry.fingerprint()
-    params = _post_params(entry, fingerprint, by_code, now)
-    return _judged(
-        execute_alone(engine, _POST_TRANSFER, params), params, entry, fingerprint, by_code
-    )
+    (row,) = _rows(entry, entry.fingerprint(), by_code, now)
+    answer = execute_alone(engine, _POST_TRANSFER, _post_params(row, by_code))
+    return _judged(answer, row, entry, by_code)
 
 
 def _one_round_trip(dialect: str, entry: EntryRequest, by_code: dict[str, Account]) -> bool:
@@ -144,83 +144,44 @@ _POST_TRANSFER = (
 )
 
 
-_PARAMS = (
-    "id",
-    "kind",
-    "key",
-    "fingerprint",
-    "debit",
-    "debit_slot",
-    "credit",
-    "credit_slot",
-    "amount",
-    "currency",
-    "effective_at",
-    "posted_at",
-    "description",
-    "metadata",
-)
-
-
-def _post_params(
-    entry: EntryRequest, fingerprint: str, by_code: dict[str, Account], now: datetime
-) -> tuple[Any, ...]:
-    """`ledger_post_transfer`'s arguments for a one-transfer entry (the first, the new id)."""
-    leg = entry.legs[0]
-    debit, credit = by_code[leg.debit], by_code[leg.credit]
-    metadata = _merge_metadata(entry.metadata, leg.metadata)
+def _post_params(row: dict[str, Any], by_code: dict[str, Account]) -> tuple[Any, ...]:
+    """`ledger_post_transfer`'s arguments for the transfer `row` (`_rows`'): its new id first,
+    and a random slot for a hot account."""
+    hot = {account.id: account.hot for account in by_code.values()}
+    debit, credit = row["debit_account_id"], row["credit_account_id"]
     return (
-        str(uuid6.uuid7()),
-        entry.kind.value,
-        entry.idempotency_key,
-        fingerprint,
-        debit.id,
-        random.randrange(HOT_SLOTS) if debit.hot else 0,
-        credit.id,
-        random.randrange(HOT_SLOTS) if credit.hot else 0,
-        leg.amount,
-        debit.currency,
-        entry.effective_at or now,
-        now,
-        entry.description,
-        dump_json(metadata) if metadata is not None else None,
+        str(row["id"]),
+        row["kind"],
+        row["idempotency_key"],
+        row["fingerprint"],
+        debit,
+        random.randrange(HOT_SLOTS) if hot[debit] else 0,
+        credit,
+        random.randrange(HOT_SLOTS) if hot[credit] else 0,
+        row["amount"],
+        row["currency"],
+        row["effective_at"],
+        row["posted_at"],
+        row["description"],
+        dump_json(row["metadata"]) if row["metadata"] is not None else None,
     )
 
 
 def _judged(
-    rows: Sequence[Sequence[Any]],
-    params: tuple[Any, ...],
+    answer: Sequence[Sequence[Any]],
+    row: dict[str, Any],
     entry: EntryRequest,
-    fingerprint: str,
     by_code: dict[str, Account],
 ) -> PostResult:
-    """`ledger_post_transfer`'s answer as a result: no rows, posted (the transfer is the one
-    sent); else the key's stored transfers, judged as `post_entries` judges them (a replay, or
-    IdempotencyConflict)."""
+    """`ledger_post_transfer`'s answer as a result: no rows, posted (the transfer is `row`, the
+    one sent); else the key's stored transfers, judged as `post_entries` judges them (a
+    replay, or IdempotencyConflict)."""
     leg = entry.legs[0]
-    if not rows:
-        values = dict(zip(_PARAMS, params, strict=True))
-        posted = Transfer(
-            id=uuid.UUID(values["id"]),
-            journal_id=uuid.UUID(values["id"]),
-            kind=entry.kind,
-            idempotency_key=entry.idempotency_key,
-            leg=0,
-            fingerprint=fingerprint,
-            debit_account=leg.debit,
-            credit_account=leg.credit,
-            amount=leg.amount,
-            currency=values["currency"],
-            effective_at=values["effective_at"],
-            posted_at=values["posted_at"],
-            description=entry.description,
-            metadata=_merge_metadata(entry.metadata, leg.metadata),
-            reverses_id=None,
-        )
-        return PostResult("posted", (posted,))
+    if not answer:
+        return PostResult("posted", (transfer_from(row, leg.debit, leg.credit),))
     code_by_id = {by_code[leg.debit].id: leg.debit, by_code[leg.credit].id: leg.credit}
-    stored = tuple(_transfer_of(row, code_by_id) for row in rows)
-    if not _same_entry(stored, fingerprint, 1):
+    stored = tuple(_transfer_of(found, code_by_id) for found in answer)
+    if not _same_entry(stored, row["fingerprint"], 1):
         raise _conflict(entry, 0)
     return PostResult("duplicate", stored)
 

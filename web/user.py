@@ -206,7 +206,7 @@ def _widget_context(user_id: str) -> dict[str, Any]:
             found = billing_summary(session, user_id, defaults, moment)
         except CustomerNotFound:
             return None
-        return found, credit_exposure(session, user_id, moment)
+        return found, credit_exposure(session, found)
 
     loaded = transaction(load)
     if loaded is None:

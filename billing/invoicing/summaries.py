@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billing.chart import receivable_code, unbilled_code
+from billing.chart import receivable_code
 from billing.customers import get_customer
 from billing.invoice import UNPAID
 from billing.invoicing.periods import next_billing_at
@@ -96,15 +96,15 @@ def billing_history(
     return Page([(row, lines.get(row.id, [])) for row in page.items], page.total)
 
 
-def credit_exposure(session: Session, user_id: str, now: datetime) -> int:
+def credit_exposure(session: Session, summary: Summary) -> int:
     """What the pre-send check (`billing.usage.presend.check_send`) holds against
-    `credit_limit` before the cost of the next send: the unbilled usage, the live holds, and
-    what unpaid invoices still owe (the receivable, never below zero), from the cached
-    balances."""
-    unbilled, receivable = unbilled_code(user_id), receivable_code(user_id)
-    found = cached_balances(session, [unbilled, receivable])
+    `credit_limit` before the cost of the next send, for `summary`'s user: its unbilled usage
+    and live holds, and what unpaid invoices still owe (the receivable, never below zero, from
+    the cached balance)."""
+    receivable = receivable_code(summary.user_id)
+    found = cached_balances(session, [receivable])
     return credit_exposure_of(
-        found[unbilled].balance if unbilled in found else 0,
+        summary.unbilled_micros,
         found[receivable].balance if receivable in found else 0,
-        held_by(session, user_id, now),
+        summary.held_micros,
     )

@@ -42,22 +42,13 @@ class Hold:
     expires_at: datetime
 
 
-def _usage_of(message_id: Any) -> sa.Exists:
-    """The message's usage transfer exists (the unique (kind, key, leg) index answers)."""
-    return sa.exists().where(
-        transfers.c.kind == Kind.USAGE.value,
-        transfers.c.idempotency_key == message_id,
-        transfers.c.leg == 0,
-    )
-
-
-def _not_posted(message_id: Any) -> sa.ColumnElement[bool]:
-    """No usage transfer has `message_id`, as one index probe per row: a scalar subquery with
-    LIMIT is never turned into a join, where `NOT EXISTS` may become an anti-join that hashes
-    the whole of `transfers` (measured: reserving checks went from ms to seconds once holds and
-    transfers grew)."""
+def _usage_probe(message_id: Any, column: Any = None) -> sa.ScalarSelect[Any]:
+    """`column` (default 1) of `message_id`'s usage transfer, as one probe of the unique
+    (kind, key, leg) index. A scalar subquery with LIMIT is never turned into a join, where
+    `NOT EXISTS` may become an anti-join that hashes the whole of `transfers` (measured:
+    reserving checks went from ms to seconds once holds and transfers grew)."""
     return (
-        sa.select(sa.literal(1))
+        sa.select(sa.literal(1) if column is None else column)
         .where(
             transfers.c.kind == Kind.USAGE.value,
             transfers.c.idempotency_key == message_id,
@@ -65,7 +56,6 @@ def _not_posted(message_id: Any) -> sa.ColumnElement[bool]:
         )
         .limit(1)
         .scalar_subquery()
-        .is_(None)
     )
 
 
@@ -79,7 +69,7 @@ def held_amount() -> sa.ScalarSelect[Any]:
             usage_holds.c.customer_id == sa.bindparam("user_id"),
             usage_holds.c.expires_at > sa.bindparam("now", type_=UtcDateTime),
             usage_holds.c.message_id != sa.bindparam("own_message_id"),
-            _not_posted(usage_holds.c.message_id),
+            _usage_probe(usage_holds.c.message_id).is_(None),
         )
         .scalar_subquery()
     )
@@ -111,6 +101,10 @@ class Claim:
     hold: Hold | None
     posted_by: str | None
 
+    def live_hold(self, now: datetime) -> Hold | None:
+        """The hold, if it still stands at `now`."""
+        return self.hold if self.hold is not None and self.hold.expires_at > now else None
+
 
 def _own(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
     return (
@@ -124,14 +118,8 @@ def claim_columns() -> list[sa.Label[Any]]:
     """`:own_message_id`'s hold and the user of its usage post, as columns of the pre-send
     check's one-statement read (primary-key and unique-index probes; NULLs for a plain check's
     empty id). `claim_from` reads them back."""
-    posted_by = (
-        sa.select(transfers.c.metadata["user_id"].as_string())
-        .where(
-            transfers.c.kind == Kind.USAGE.value,
-            transfers.c.idempotency_key == sa.bindparam("own_message_id"),
-            transfers.c.leg == 0,
-        )
-        .scalar_subquery()
+    posted_by = _usage_probe(
+        sa.bindparam("own_message_id"), transfers.c.metadata["user_id"].as_string()
     )
     return [
         _own(usage_holds.c.customer_id).label("own_hold_user"),
@@ -161,10 +149,13 @@ def check_claim(claim: Claim, message_id: str, user_id: str) -> None:
     """Raises: HoldConflict when another user's hold or usage has `message_id`."""
     owner = claim.posted_by or (claim.hold.customer_id if claim.hold else None)
     if owner is not None and owner != user_id:
-        raise HoldConflict(
-            f"message_id {message_id!r} belongs to another user's message",
-            message_id=message_id,
-        )
+        raise _taken(message_id)
+
+
+def _taken(message_id: str) -> HoldConflict:
+    return HoldConflict(
+        f"message_id {message_id!r} belongs to another user's message", message_id=message_id
+    )
 
 
 def _place_statement(insert_of: Any) -> Any:
@@ -208,8 +199,9 @@ def place_hold(
     """Hold `amount` for `message_id` until `ttl_seconds` from now. A live hold of this message
     stays as it was placed (a replayed check extends nothing); an expired one is replaced. The
     caller holds the lock and has checked `claim` is this user's: one statement at most."""
-    if claim.hold is not None and claim.hold.expires_at > now:
-        return claim.hold
+    live = claim.live_hold(now)
+    if live is not None:
+        return live
     expires_at = now + timedelta(seconds=ttl_seconds)
     placed = (
         session.connection()
@@ -227,9 +219,7 @@ def place_hold(
         .first()
     )
     if placed is None:
-        raise HoldConflict(
-            f"message_id {message_id!r} belongs to another user's message", message_id=message_id
-        )
+        raise _taken(message_id)
     return Hold(message_id, user_id, amount, currency, expires_at)
 
 
@@ -246,7 +236,7 @@ def release_hold(session: Session, message_id: str, now: datetime) -> Hold:
     if (
         row is None
         or row.expires_at <= now
-        or session.execute(sa.select(_usage_of(message_id))).scalar_one()
+        or session.execute(sa.select(_usage_probe(message_id).is_not(None))).scalar_one()
     ):
         raise UnknownHold(f"no live hold for message {message_id!r}", message_id=message_id)
     return Hold(row.message_id, row.customer_id, row.amount_micros, row.currency, row.expires_at)
@@ -263,7 +253,10 @@ def purge_holds(session: Session, now: datetime) -> int:
     see them. How many went."""
     result = session.execute(
         sa.delete(usage_holds).where(
-            sa.or_(usage_holds.c.expires_at <= now, _usage_of(usage_holds.c.message_id))
+            sa.or_(
+                usage_holds.c.expires_at <= now,
+                _usage_probe(usage_holds.c.message_id).is_not(None),
+            )
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -34,11 +34,14 @@ from billing.settings import (
 from billing.tables import usage_counters
 from billing.usage.holds import drop_holds
 from billing.usage.problems import (
+    INVALID_SEGMENTS,
+    MAX_SEGMENTS,
     Checked,
     Problem,
     Problems,
     amount_shape_problem,
     check_user_id,
+    is_segment_count,
 )
 from billing.usage.rating import Destination, count_segments, parse_destination, rate_cache
 from billing.usage.thresholds import after_usage
@@ -51,7 +54,6 @@ from ledger.tables import UtcDateTime
 _T = TypeVar("_T")
 
 MAX_BATCH = 10_000
-MAX_SEGMENTS = 255
 EVENT_FIELDS = frozenset(
     {
         "message_id",
@@ -114,9 +116,6 @@ _DESTINATION_REQUIRED = (
 _INVALID_DESTINATION = (
     Problem("destination", "invalid_destination", "not a valid E.164 phone number"),
 )
-_INVALID_SEGMENTS = (
-    Problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}"),
-)
 _SEGMENTS_REQUIRED = (
     Problem("segments", "segments_required", "send segments, or text_length and encoding"),
 )
@@ -168,9 +167,9 @@ def _check_segments(raw: dict[str, Any]) -> Checked[int]:
     those two are not checked when `segments` is sent."""
     segments = raw.get("segments")
     if segments is not None:
-        if _is_int(segments) and 1 <= segments <= MAX_SEGMENTS:
+        if is_segment_count(segments):
             return segments, ()
-        return None, _INVALID_SEGMENTS
+        return None, INVALID_SEGMENTS
     text_length, encoding = raw.get("text_length"), raw.get("encoding")
     if text_length is None and encoding is None:
         return None, _SEGMENTS_REQUIRED

@@ -35,11 +35,13 @@ from billing.usage.holds import (
     release_hold,
 )
 from billing.usage.problems import (
+    INVALID_SEGMENTS,
     Checked,
     Problem,
     Problems,
     amount_shape_problem,
     check_user_id,
+    is_segment_count,
 )
 from billing.usage.rating import Rate, parse_destination, rate_cache
 from ledger.errors import LedgerError
@@ -112,7 +114,6 @@ _CHECK_FIELDS = {
     "reserve",
     "message_id",
 }
-MAX_SEGMENTS = 255
 
 
 def parse_check(body: Any) -> SendCheck:
@@ -159,9 +160,7 @@ def _check_segments(body: dict[str, Any]) -> Checked[int]:
     segments = body.get("segments")
     if segments is None:
         return 1, ()
-    if not isinstance(segments, bool) and isinstance(segments, int) and 1 <= segments <= 255:
-        return segments, ()
-    return None, (Problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}"),)
+    return (segments, ()) if is_segment_count(segments) else (None, INVALID_SEGMENTS)
 
 
 def _check_reserve(body: dict[str, Any], count: int | None) -> Problems:
@@ -247,18 +246,17 @@ def check_send(
     plan = customer["rate_plan"] if customer else None
     if not check.reserve:
         cost = _estimate(session, check, currency, plan, now)
-        return _decide(check, state, settings, currency, cost)
+        return _decide(state, settings, currency, cost)
     assert check.message_id is not None  # parse_check requires it with reserve
     claim = state.claim
     assert claim is not None  # read with the state for a reserving check
     check_claim(claim, check.message_id, check.user_id)
     if claim.posted_by is not None:  # sent and posted already: nothing left to hold
-        return _decide(check, state, settings, currency, 0, HoldOutcome("posted", None))
+        return _decide(state, settings, currency, 0, HoldOutcome("posted", None))
     cost = _hold_amount(session, check, currency, plan, now)
-    decision = _decide(check, state, settings, currency, cost)
-    live = claim.hold is not None and claim.hold.expires_at > now
+    decision = _decide(state, settings, currency, cost)
     if not decision.allowed:
-        if live:
+        if claim.live_hold(now) is not None:
             release_hold(session, check.message_id, now)
         return decision
     hold = place_hold(
@@ -275,7 +273,6 @@ def check_send(
 
 
 def _decide(
-    check: SendCheck,
     state: _State,
     settings: Settings,
     currency: str,

@@ -25,6 +25,17 @@ Problems: TypeAlias = tuple[Problem, ...]
 # What a field checker returns: the field's value (None when absent or refused) and its problems.
 Checked: TypeAlias = tuple[_T | None, Problems]
 
+MAX_SEGMENTS = 255
+INVALID_SEGMENTS = (
+    Problem("segments", "invalid_segments", f"segments must be 1 to {MAX_SEGMENTS}"),
+)
+"""A usage event's or a check's `segments`: an integer 1 to MAX_SEGMENTS (never a bool)."""
+
+
+def is_segment_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEGMENTS
+
+
 _INVALID_USER_ID = (
     Problem("user_id", "invalid_user_id", "user_id must be 1-64 letters, digits, . _ -"),
 )
