@@ -29,6 +29,7 @@ from api.jsonio import ExactJSONProvider
 from api.schemas import ErrorEnvelope
 from infra.config import Config
 from infra.logs import configure_logging
+from infra.replica import Replica
 from infra.runtime import Runtime, system_clock
 from ledger.db import make_engine, make_session_factory
 
@@ -112,6 +113,14 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     )
     engine = make_engine(config.database_url)
     state = Runtime(config, engine, make_session_factory(engine), clock)
+    if config.database_replica_url:
+        replica_engine = make_engine(config.database_replica_url)
+        state.replica = Replica(
+            replica_engine,
+            make_session_factory(replica_engine),
+            engine,
+            config.database_replica_max_lag_s,
+        )
     if config.redis_url:
         state.extras["dispatch_charges"] = _rq_dispatch(config.redis_url)
     app.extensions["smsledger"] = state

@@ -22,7 +22,9 @@ def healthz() -> tuple[dict[str, str], int]:
     responses={
         "200": {
             "description": "`{status, checks}`: the database answers; with `REDIS_URL`, Redis"
-            " answers and holds every schedule"
+            " answers and holds every schedule; with `DATABASE_REPLICA_URL`, `replica`: `{up,"
+            " lag_s, max_lag_s, reports_from}` (`primary` while the replica is down or lags"
+            " more than `max_lag_s`), which does not decide readiness"
         },
         "503": {
             "description": "a dependency does not answer, or schedules are missing"
@@ -61,4 +63,14 @@ def readyz() -> tuple[dict[str, object], int]:
         finally:
             client.close()
     ready = all(v == "ok" for v in checks.values())
-    return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if state.replica is not None:
+        # not a readiness condition: without the replica, reports read from the primary
+        replica = state.replica.state()
+        body["replica"] = {
+            "up": replica.up,
+            "lag_s": replica.lag_s,
+            "max_lag_s": state.replica.max_lag_s,
+            "reports_from": replica.reads_from,
+        }
+    return body, 200 if ready else 503

@@ -67,7 +67,7 @@ def metrics() -> Response:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(_Snapshot(database_families(now())))
+    scrape.register(_Snapshot([*database_families(now()), *replica_families()]))
     # `content_type`, not `mimetype`: the constant carries its charset, and Flask would add
     # a second one to a text/* mimetype.
     return Response(
@@ -109,6 +109,32 @@ def database_families(at: datetime) -> list[Metric]:
     )
     took.add_metric([], time.perf_counter() - started)
     return [up, took, *families]
+
+
+def replica_families() -> list[Metric]:
+    """With `DATABASE_REPLICA_URL`: whether the replica answers, its lag (absent while
+    unknown) and whether reports read from it now (infra.replica)."""
+    replica = runtime().replica
+    if replica is None:
+        return []
+    state = replica.state()
+    families = [
+        _gauge("smsledger_replica_up", "1 when the read replica answered", float(state.up)),
+        _gauge(
+            "smsledger_replica_serving_reports",
+            "1 when reports read from the replica, 0 when from the primary (down or lagging)",
+            float(state.reads_from == "replica"),
+        ),
+    ]
+    if state.lag_s is not None:
+        families.append(
+            _gauge(
+                "smsledger_replica_lag_seconds",
+                "How far the read replica's replay is behind the primary",
+                state.lag_s,
+            )
+        )
+    return families
 
 
 def _read(session: Session, at: datetime) -> list[Metric]:

@@ -16,7 +16,7 @@ from api.blueprint import Blueprint, links, read_json
 from api.errors import ApiError
 from api.fields import Instant, time_text
 from api.schemas import PageQuery, page_of, paged
-from infra.runtime import now, runtime, transaction
+from infra.runtime import now, report, runtime, transaction
 from jobs.context import sippy_client
 from reconciliation.errors import SippyNotConfigured
 from reconciliation.proposals import resolve
@@ -298,7 +298,7 @@ def runs(query: dict[str, Any]) -> dict[str, Any]:
 )
 def read_run(query: dict[str, Any], run_id: uuid.UUID) -> Any:
     """One run: `?format=json|csv|html`, `?items=all|differences`."""
-    found = transaction(lambda s: run_report(s, run_id, query["items"] == "differences"))
+    found = report(lambda s: run_report(s, run_id, query["items"] == "differences"))
     if query["format"] == "html":
         return Response(as_html(found.report), mimetype="text/html")
     if query["format"] == "csv":

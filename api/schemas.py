@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
 from billing.paging import Page
-from infra.runtime import transaction
+from infra.runtime import report
 
 MAX_PER_PAGE = 500
 
@@ -47,10 +47,11 @@ def paged(
     load: Callable[[Session, int, int], Page],
     present: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
-    """One page as every listing answers it: `load(session, limit, offset)` in this request's
-    unit of work, each item shown by `present`."""
+    """One page as every listing answers it: `load(session, limit, offset)` as a report (on the
+    read replica when there is one in time: a list may be seconds stale), each item shown by
+    `present`."""
     page, per_page = query["page"], query["per_page"]
-    result = transaction(lambda session: load(session, per_page, (page - 1) * per_page))
+    result = report(lambda session: load(session, per_page, (page - 1) * per_page))
     return {
         "items": [present(item) for item in result.items],
         "page": page,

@@ -11,7 +11,7 @@ from api.auth import requires
 from api.blueprint import Blueprint
 from api.fields import Instant, time_text
 from billing.invoicing.stats import billing_stats
-from infra.runtime import now, transaction
+from infra.runtime import now, report
 
 blp = Blueprint(
     "stats", __name__, url_prefix="/api/admin/sms/billing-stats", description="Statistics"
@@ -51,7 +51,7 @@ def stats(query: dict[str, Any]) -> dict[str, Any]:
     """Invoices created and usage sent in [from, to)."""
     end = query.get("end") or now()
     start = query.get("start") or end - timedelta(days=30)
-    found = transaction(lambda s: billing_stats(s, start, end, top=query["top"]))
+    found = report(lambda s: billing_stats(s, start, end, top=query["top"]))
     found["start"], found["end"] = time_text(found.pop("from")), time_text(found.pop("to"))
     for failure in found["failed_payments"]["latest"]:
         failure["at"] = time_text(failure["at"])

@@ -64,6 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--on-cpu",
+        action="store_true",
+        help="sample only threads running on a core (no --idle): where the CPU time goes",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     py_spy = Path(sys.executable).parent / "py-spy"
@@ -86,7 +91,7 @@ def main() -> None:
                         "--pid",
                         str(gunicorn.pid),
                         "--subprocesses",
-                        "--idle",
+                        *([] if args.on_cpu else ["--idle"]),
                         "--duration",
                         str(args.seconds),
                         "--format",
@@ -103,7 +108,8 @@ def main() -> None:
             gunicorn.terminate()
             gunicorn.wait(timeout=20)
     print(f"command: python -m bench.profile_http {' '.join(sys.argv[1:])}".rstrip())
-    print(f"gunicorn {GUNICORN}, wrk 16 connections posting single events, py-spy --idle")
+    sampled = "on-CPU samples only" if args.on_cpu else "py-spy --idle"
+    print(f"gunicorn {GUNICORN}, wrk 16 connections posting single events, {sampled}")
     print("\n".join(summarise(raw, args.top)))
 
 

@@ -46,6 +46,9 @@ def _integers(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tu
 class Config:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    # A streaming replica for reports (infra.replica), used while it lags at most this much.
+    database_replica_url: str | None = None
+    database_replica_max_lag_s: float = 5.0
     cron_secret: str | None = None
     user_token_secret: str | None = None
     sippy_url: str | None = None
@@ -80,6 +83,8 @@ class Config:
         config = cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL") or None,
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
+            database_replica_max_lag_s=_max_lag(env),
             cron_secret=env.get("CRON_SECRET") or None,
             user_token_secret=env.get("USER_TOKEN_SECRET") or None,
             sippy_url=env.get("SIPPY_URL") or None,
@@ -111,7 +116,22 @@ class Config:
             ),
         )
         _check_grace(config)
+        if config.database_replica_url and not config.database_replica_url.startswith("postgresql"):
+            raise ValueError("DATABASE_REPLICA_URL: a replica is a PostgreSQL streaming replica")
         return config
+
+
+def _max_lag(env: Mapping[str, str]) -> float:
+    raw = env.get("DATABASE_REPLICA_MAX_LAG_S") or "5"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise ValueError(
+            f"DATABASE_REPLICA_MAX_LAG_S={raw!r}: expected seconds, above 0, at most 3600"
+        )
+    return value
 
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600

@@ -15,7 +15,9 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.config import Config
-from ledger.db import make_session_factory, run_in_transaction
+from infra.replica import Replica
+from ledger.db import is_retryable, make_session_factory, run_in_transaction, unit_of_work
+from ledger.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 
@@ -29,6 +31,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime]
     extras: dict[str, Any] = field(default_factory=dict)
+    replica: Replica | None = None
 
     @cached_property
     def autocommit_sessions(self) -> sessionmaker[Session]:
@@ -52,6 +55,27 @@ def transaction(work: Callable[[Session], T], autocommit: bool = False) -> T:
     reads in one statement."""
     state = runtime()
     return run_in_transaction(state.autocommit_sessions if autocommit else state.sessions, work)
+
+
+def report(work: Callable[[Session], T]) -> T:
+    """Run `work`, a read that may be seconds stale (statistics, lists, statements, reports,
+    balances `as_of` a past instant), on the read replica when there is one within its lag
+    limit (`DATABASE_REPLICA_MAX_LAG_S`), else as `transaction` does on the primary. A replica
+    that fails the read is set aside and the primary answers it: a replica fault never fails a
+    report. Never for a read a write depends on: that reads the primary, in its transaction."""
+    state = runtime()
+    replica = state.replica
+    if replica is not None and replica.usable():
+        try:
+            with unit_of_work(replica.sessions, commit=False) as session:
+                return work(session)
+        except DatabaseUnavailable as outage:
+            replica.mark_down(outage.cause or outage.message)
+        except sa.exc.DBAPIError as error:
+            if not is_retryable(error):  # e.g. a query cancelled by a conflict with recovery
+                raise
+            log.info("replica read conflicted with recovery; reading from the primary")
+    return run_in_transaction(state.sessions, work)
 
 
 def dispatch_charges_now() -> str:

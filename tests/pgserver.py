@@ -30,7 +30,9 @@ def find_bin_dir() -> Path:
     """The directory holding initdb and pg_ctl, preferring PostgreSQL 15."""
     on_path = shutil.which("pg_ctl")
     if on_path:
-        return Path(on_path).parent
+        # a symlink on PATH (this machine has /usr/local/bin/pg_ctl): the directory it points
+        # into holds the other binaries too (pg_basebackup)
+        return Path(on_path).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key)
     preferred = [c for c in candidates if "/15/" in c]
     chosen = (preferred or candidates)[-1:] if (preferred or candidates) else []
@@ -69,11 +71,14 @@ class PostgresServer:
             command = ["runuser", "-u", SERVICE_USER, "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def start(self) -> str:
+    def _own_root(self) -> None:
         if self.as_root:
             _ensure_service_user()
             entry = pwd.getpwnam(SERVICE_USER)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> str:
+        self._own_root()
         self._run(
             str(self.bin_dir / "initdb"),
             "-D",
@@ -87,7 +92,60 @@ class PostgresServer:
             "--locale=C",
             "--no-sync",
         )
-        options = " ".join(
+        self._options = self._server_options()
+        self._pg_ctl("start")
+        return self.url("postgres")
+
+    def start_as_replica_of(self, primary: PostgresServer) -> str:
+        """A hot standby of `primary`, streaming from it: `pg_basebackup` over a replication
+        connection (`-R` writes `primary_conninfo` and `standby.signal`), then started with the
+        same settings as a primary. Returns its admin URL; `pause_replay`/`resume_replay` on
+        it hold back and release what it applies."""
+        self._own_root()
+        self._run(
+            str(self.bin_dir / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        )
+        self._options = self._server_options()
+        self._pg_ctl("start")
+        return self.url("postgres")
+
+    def postmaster_pid(self) -> int:
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def start_again(self) -> None:
+        """Start a server `stop_now` stopped, with its data directory as it was."""
+        self._pg_ctl("start")
+
+    def stop_now(self) -> None:
+        """SIGQUIT to the postmaster by its PID (an immediate shutdown, as a crash would end
+        it), keeping the data directory; returns once the port refuses connections."""
+        pid = self.postmaster_pid()
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+    def _server_options(self) -> str:
+        return " ".join(
             [
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={self.port}",
@@ -101,9 +159,6 @@ class PostgresServer:
                 os.environ.get("SMSLEDGER_PG_OPTIONS", ""),
             ]
         )
-        self._options = options
-        self._pg_ctl("start")
-        return self.url("postgres")
 
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: sessions are terminated, the server shuts down and starts

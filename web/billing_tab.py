@@ -30,7 +30,7 @@ from billing.invoice import InvoiceStatus
 from billing.invoicing.invoices import ACTIONS_FROM, act, get_invoice, list_invoices
 from billing.invoicing.stats import billing_overview
 from billing.settings import FREQUENCIES
-from infra.runtime import dispatch_charges_now, now, runtime, transaction
+from infra.runtime import dispatch_charges_now, now, report, runtime, transaction
 from jobs.billing import run_billing_cycle
 from web import format
 from web.auth import staff_only, staff_role
@@ -81,7 +81,7 @@ def billing() -> ResponseReturnValue:
         found = list_invoices(session, **query, limit=PAGE_SIZE, offset=first_row(number))
         return found, billing_overview(session, start, moment)
 
-    found, overview = transaction(load)
+    found, overview = report(load)
     return render_template(
         "admin/billing.html",
         **page_context("Billing", "billing"),
@@ -110,9 +110,7 @@ def export_records() -> ResponseReturnValue:
         writer.writerow(CSV_COLUMNS)
         offset = 0
         while True:
-            batch: list[Any] = transaction(
-                functools.partial(_export_batch, query=query, offset=offset)
-            )
+            batch: list[Any] = report(functools.partial(_export_batch, query=query, offset=offset))
             for row in batch:
                 writer.writerow(csv_row(row))
             yield out.getvalue()

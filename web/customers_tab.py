@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from billing.chart import CUSTOMER_ID
 from billing.customers import Customer, get_customer, list_customers, update_customer
 from billing.errors import CustomerNotFound
-from infra.runtime import now, transaction
+from infra.runtime import now, report, transaction
 from web import errors
 from web.auth import staff_only
 from web.blueprints import admin_pages
@@ -53,9 +53,7 @@ def customer_filters(args: Any) -> tuple[Filters, dict[str, Any]]:
 def customers() -> ResponseReturnValue:
     filters, query = customer_filters(request.args)
     number = filters.page()
-    found = transaction(
-        lambda s: list_customers(s, **query, limit=PAGE_SIZE, offset=first_row(number))
-    )
+    found = report(lambda s: list_customers(s, **query, limit=PAGE_SIZE, offset=first_row(number)))
     return render_template(
         "admin/customers.html",
         **page_context("Customers", "customers"),

@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from billing.invoice import InvoiceStatus
 from billing.invoicing.invoices import list_invoices
-from infra.runtime import transaction
+from infra.runtime import report
 from web.filters import PAGE_SIZE, Filters, first_row, listing
 from web.tabs import page_context, tab
 
@@ -30,7 +30,7 @@ def failed() -> ResponseReturnValue:
             offset=first_row(number),
         )
 
-    found = transaction(load)
+    found = report(load)
     return render_template(
         "admin/failed.html",
         **page_context("Failed payments", "failed"),

@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from billing.instants import parse_bound
 from infra.http_status import status_of
-from infra.runtime import now, runtime, transaction
+from infra.runtime import now, report, runtime, transaction
 from jobs.context import sippy_client
 from ledger.balances import statement, trial_balance
 from ledger.errors import LedgerError, UnknownAccount
@@ -87,7 +87,7 @@ def _blank_form() -> RunForm:
 def _tab_page(form: RunForm | None = None, status: int = 200) -> ResponseReturnValue:
     filters = Filters(request.args if request.method == "GET" else {})
     number = filters.page()
-    found = transaction(lambda s: list_runs(s, PAGE_SIZE, first_row(number)))
+    found = report(lambda s: list_runs(s, PAGE_SIZE, first_row(number)))
     return render_template(
         "admin/reconciliation.html",
         **page_context("Reconciliation", "reconciliation"),
@@ -309,7 +309,7 @@ def trial_balance_page() -> ResponseReturnValue:
     filters = Filters(request.args)
     as_of = filters.bound("as_of", "As of")
     number = filters.page()
-    result = transaction(lambda s: trial_balance(s, as_of))
+    result = (report if as_of else transaction)(lambda s: trial_balance(s, as_of))
     accounts = result.accounts[first_row(number) : number * PAGE_SIZE]
     return render_template(
         "admin/reconciliation_trial_balance.html",
@@ -333,7 +333,7 @@ def account_page(code: str) -> ResponseReturnValue:
     end = filters.bound("to", "To")
     number = filters.page()
     try:
-        found = transaction(
+        found = report(
             lambda s: statement(
                 s, code, start=start, end=end, limit=PAGE_SIZE, offset=first_row(number)
             )

@@ -18,7 +18,7 @@ from flask import Response, render_template, request
 from flask.typing import ResponseReturnValue
 
 from billing.invoicing.stats import DailyBilling, billing_stats, daily_billing
-from infra.runtime import now, transaction
+from infra.runtime import now, report
 from ledger.money import MICROS_PER_UNIT, parse_micros
 from web.auth import staff_only
 from web.blueprints import admin_pages
@@ -115,7 +115,7 @@ def stats() -> ResponseReturnValue:
         )
         return figures, daily_billing(session, span.start, span.end)
 
-    figures, days = transaction(load)
+    figures, days = report(load)
     days = filled(days, span)
     return render_template(
         "admin/stats.html",
@@ -182,5 +182,5 @@ def daily_plot() -> ResponseReturnValue:
     filters, span = stats_range(request.args)
     if span is None:
         return Response(" ".join(filters.problems) + "\n", 400, mimetype="text/plain")
-    days = filled(transaction(lambda s: daily_billing(s, span.start, span.end)), span)
+    days = filled(report(lambda s: daily_billing(s, span.start, span.end)), span)
     return Response(plot(days), mimetype="image/svg+xml")
