@@ -82,3 +82,17 @@ def test_the_open_loop_bench_reports_the_check_beside_paced_posts_and_only_2xx_a
     latency_figures(out, "reserving pre-send check at half saturation, p50 / p99")
     assert "WARNING errors" not in out
     assert "ledger check: ok" in out
+
+
+def test_the_cpu_bench_splits_each_endpoint_by_process_with_only_2xx_answers() -> None:
+    out = report("bench.cpu_per_request", "--seconds", "1", "--servers", "gunicorn-gthread-2x8")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| gunicorn")]
+    assert [cells[1].strip() for cells in rows] == ["do-nothing", "one write", "single posts"]
+    for cells in rows:
+        assert float(cells[2].replace(",", "")) > 0, out
+        assert float(cells[4]) > 0, out  # the server's CPU per request
+        assert cells[-1].strip() == "none", out
+    database = {cells[1].strip(): float(cells[5]) for cells in rows}
+    # the do-nothing endpoint leaves PostgreSQL idle; a write and a post do not
+    assert database["do-nothing"] < database["one write"] <= database["single posts"] * 2, out
+    assert "single posts / one write" in out
