@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml
 # From Debian's packages when missing and running as root: PostgreSQL 15 binaries for the
 # throwaway test cluster, redis-server for the job tests, chromium for the pages' browser tests
 # (Playwright drives it; it never downloads a browser of its own), and promtool (package
-# prometheus) for the alert rules' tests.
+# prometheus) for the alert rules' tests, pgbouncer for the API tests through a transaction pooler.
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; \
@@ -69,6 +69,9 @@ system-deps:
 	@if ! command -v promtool >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 		else echo "promtool missing: install prometheus (for promtool)" >&2; exit 1; fi; fi
+	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; \
+		else echo "pgbouncer missing: install pgbouncer" >&2; exit 1; fi; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .coverage

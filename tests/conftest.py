@@ -74,12 +74,18 @@ def pg_template(pg_admin_url: str) -> str:
 
 @pytest.fixture
 def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test."""
+    """A fresh, migrated PostgreSQL database for one test; reached through
+    `SMSLEDGER_TEST_PG_VIA` (a pooler's host:port) when set, created and dropped directly."""
     name = f"test_{os.getpid()}_{next(_counter)}"
     admin = _admin(pg_admin_url)
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield sa.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    url = sa.make_url(pg_admin_url).set(database=name)
+    via = os.environ.get("SMSLEDGER_TEST_PG_VIA")
+    if via:  # host:port of a pooler in front of the cluster (tests/pgbouncer.py)
+        host, port = via.rsplit(":", 1)
+        url = url.set(host=host, port=int(port))
+    yield url.render_as_string(hide_password=False)
     with admin.connect() as connection:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
