@@ -109,6 +109,15 @@ def measure(
     return figures
 
 
+def _script(endpoint: str, key: str) -> str:
+    """wrk's script for `endpoint`; usage posts with message ids no earlier run used."""
+    if endpoint == "do-nothing":
+        return TRIVIAL_POST
+    if endpoint == "one write":
+        return WRITE_POST
+    return POST_ONE % {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -119,39 +128,22 @@ def main() -> None:
     with billing_database() as (url, pg_version, key):
         postmaster = _prepare(url)
         env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
+        endpoints = [
+            ("do-nothing", "bench.trivial_app:app", dict(os.environ), "/ok"),
+            ("one write", "bench.one_write_app:app", env, "/healthz"),
+            ("single posts", "wsgi:app", env, "/healthz"),
+        ]
         for name in args.servers.split(","):
-            server = SERVERS[name]
-            with served(server, "bench.trivial_app:app", dict(os.environ), "/ok") as (p, base):
-                run_wrk(wrk, TRIVIAL_POST, base, CONNECTIONS, 2)
-                rows.append(
-                    (
-                        name,
-                        "do-nothing",
-                        measure(wrk, TRIVIAL_POST, base, p.pid, postmaster, args.seconds),
+            for endpoint, app, app_env, ready in endpoints:
+                with served(SERVERS[name], app, app_env, ready) as (process, base):
+                    if endpoint == "single posts":
+                        warm_up(base, key)
+                    # 2 s of the same load first; posts get fresh message ids for the measure
+                    run_wrk(wrk, _script(endpoint, key), base, CONNECTIONS, 2)
+                    figures = measure(
+                        wrk, _script(endpoint, key), base, process.pid, postmaster, args.seconds
                     )
-                )
-            with served(server, "bench.one_write_app:app", env, "/healthz") as (p, base):
-                run_wrk(wrk, WRITE_POST, base, CONNECTIONS, 2)
-                rows.append(
-                    (
-                        name,
-                        "one write",
-                        measure(wrk, WRITE_POST, base, p.pid, postmaster, args.seconds),
-                    )
-                )
-            with served(server, "wsgi:app", env, "/healthz") as (p, base):
-                warm_up(base, key)
-                values = {"run": uuid.uuid4().hex[:8], "key": key, "customers": CUSTOMERS}
-                run_wrk(wrk, POST_ONE % values, base, CONNECTIONS, 2)
-                values["run"] = uuid.uuid4().hex[:8]
-                script = POST_ONE % values
-                rows.append(
-                    (
-                        name,
-                        "single posts",
-                        measure(wrk, script, base, p.pid, postmaster, args.seconds),
-                    )
-                )
+                    rows.append((name, endpoint, figures))
     print(f"command: python -m bench.cpu_per_request {' '.join(sys.argv[1:])}".rstrip())
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python "

@@ -96,6 +96,12 @@ def _post(client: Any, key: str, message_id: str) -> None:
     assert answer.status_code == 201, answer.get_json()
 
 
+def _post_and_replay(client: Any, key: str, message_id: str) -> None:
+    """Post, then wait until the replica has replayed everything the primary wrote."""
+    _post(client, key, message_id)
+    _until(lambda: _replica_state(client)["lag_s"] == 0.0)
+
+
 def _statement_total(client: Any, key: str) -> int:
     answer = client.get(STATEMENT, headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200, answer.get_json()
@@ -136,8 +142,7 @@ def test_reports_read_the_replica_within_its_lag_and_the_primary_beyond_it(
     pair: Pair, client: tuple[Any, dict[str, str]]
 ) -> None:
     api, keys = client
-    _post(api, keys["service"], "replica-a")
-    _until(lambda: _replica_state(api)["lag_s"] == 0.0)
+    _post_and_replay(api, keys["service"], "replica-a")
     assert _replica_state(api)["reports_from"] == "replica"
     seen = _statement_total(api, keys["accountant"])
 
@@ -170,8 +175,7 @@ def test_a_replica_that_goes_down_hands_reports_to_the_primary_and_takes_them_ba
     pair: Pair, client: tuple[Any, dict[str, str]]
 ) -> None:
     api, keys = client
-    _post(api, keys["service"], "down-a")
-    _until(lambda: _replica_state(api)["lag_s"] == 0.0)
+    _post_and_replay(api, keys["service"], "down-a")
     replica = api.application.extensions["smsledger"].replica
     replica.check_every_s = 3600.0  # the state says "usable" when the replica dies
     before = _statement_total(api, keys["accountant"])
