@@ -114,12 +114,8 @@ def create_app(config: Config | None = None, clock: Callable[[], datetime] = sys
     engine = make_engine(config.database_url)
     state = Runtime(config, engine, make_session_factory(engine), clock)
     if config.database_replica_url:
-        replica_engine = make_engine(config.database_replica_url)
         state.replica = Replica(
-            replica_engine,
-            make_session_factory(replica_engine),
-            engine,
-            config.database_replica_max_lag_s,
+            make_engine(config.database_replica_url), engine, config.database_replica_max_lag_s
         )
     if config.redis_url:
         state.extras["dispatch_charges"] = _rq_dispatch(config.redis_url)

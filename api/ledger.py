@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.fields import Instant, Money, currency_field, money_text, time_text
 from api.schemas import PageQuery, page_of
 from billing import journal
-from infra.runtime import now, report, transaction
+from infra.runtime import as_of_read, now, report, transaction
 from ledger.balances import account_balance, list_balances, statement, trial_balance
 from ledger.errors import UnknownAccount
 from ledger.model import MAX_KEY_LENGTH, Balance, EntryRequest, Kind, Leg, PostResult, Transfer
@@ -214,7 +214,7 @@ def list_accounts(query: dict[str, Any]) -> dict[str, Any]:
     """Accounts with their balances, filtered by customer, currency or type."""
     page, per_page = query["page"], query["per_page"]
     as_of = query.get("as_of")
-    result = (report if as_of else transaction)(
+    result = as_of_read(
         lambda s: list_balances(
             s,
             as_of=as_of,
@@ -223,7 +223,8 @@ def list_accounts(query: dict[str, Any]) -> dict[str, Any]:
             account_type=query.get("type"),
             limit=per_page,
             offset=(page - 1) * per_page,
-        )
+        ),
+        as_of,
     )
     shown_as_of = as_of or now()
     return {
@@ -242,7 +243,7 @@ def get_account(query: dict[str, Any], code: str) -> dict[str, Any]:
     """One account's debits, credits and balance, now or `as_of` an instant."""
     as_of = query.get("as_of")
     try:
-        balance = (report if as_of else transaction)(lambda s: account_balance(s, code, as_of))
+        balance = as_of_read(lambda s: account_balance(s, code, as_of), as_of)
     except UnknownAccount:
         raise ApiError(404, "account_not_found", f"No account {code!r}.", account=code) from None
     return present_balance(balance, as_of or now())
@@ -353,7 +354,7 @@ def reverse(body: dict[str, Any], transfer_id: uuid.UUID) -> tuple[dict[str, Any
 def read_trial_balance(query: dict[str, Any]) -> dict[str, Any]:
     """Every account's balance and total debits against credits per currency."""
     as_of = query.get("as_of")
-    result = (report if as_of else transaction)(lambda s: trial_balance(s, as_of))
+    result = as_of_read(lambda s: trial_balance(s, as_of), as_of)
     shown_as_of = as_of or now()
     return {
         "as_of": time_text(shown_as_of),

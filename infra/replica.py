@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.db import make_session_factory
+
 log = logging.getLogger("smsledger.replica")
 
 _PRIMARY_POSITION = sa.text("SELECT pg_current_wal_insert_lsn()::text")
@@ -50,15 +52,18 @@ class ReplicaState:
 @dataclass
 class Replica:
     engine: sa.Engine
-    sessions: sessionmaker[Session]
     primary: sa.Engine
     max_lag_s: float
     check_every_s: float = 1.0
+    sessions: sessionmaker[Session] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _checked_at: float = field(default=-math.inf, repr=False)
     _state: ReplicaState = field(
         default_factory=lambda: ReplicaState(False, None, "primary"), repr=False
     )
+
+    def __post_init__(self) -> None:
+        self.sessions = make_session_factory(self.engine)
 
     def state(self) -> ReplicaState:
         """The latest measurement, renewed when it is older than `check_every_s` (one thread
@@ -79,7 +84,7 @@ class Replica:
     def mark_down(self, reason: str) -> None:
         """A read on the replica failed: the primary serves reads until the next measurement
         finds the replica answering again."""
-        log.warning("read replica unavailable; reading from the primary", extra={"reason": reason})
+        _went_down(reason)
         self._state = ReplicaState(False, None, "primary")
         self._checked_at = time.monotonic()
 
@@ -96,11 +101,12 @@ class Replica:
                 lag = connection.execute(_REPLICA_LAG, {"position": position}).scalar_one()
         except sa.exc.SQLAlchemyError as error:
             if self._state.up:
-                log.warning(
-                    "read replica unavailable; reading from the primary",
-                    extra={"reason": f"{type(error).__name__}: {error}".splitlines()[0]},
-                )
+                _went_down(f"{type(error).__name__}: {error}".splitlines()[0])
             return ReplicaState(False, None, "primary")
         lag_s = None if lag is None else float(lag)
         fresh = lag_s is not None and lag_s <= self.max_lag_s
         return ReplicaState(True, lag_s, "replica" if fresh else "primary")
+
+
+def _went_down(reason: str) -> None:
+    log.warning("read replica unavailable; reading from the primary", extra={"reason": reason})

@@ -78,6 +78,12 @@ def report(work: Callable[[Session], T]) -> T:
     return run_in_transaction(state.sessions, work)
 
 
+def as_of_read(work: Callable[[Session], T], as_of: datetime | None) -> T:
+    """A balance read: `as_of` an instant it may be a report (decision 0024); now, it is what
+    the next action is decided on, so it reads the primary."""
+    return report(work) if as_of is not None else transaction(work)
+
+
 def dispatch_charges_now() -> str:
     """After a commit that made a charge due: have it dispatched at once instead of at the
     next sweep (RQ: a dispatch job; embedded: wake the in-process scheduler).

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.pgserver import SERVICE_USER, PostgresServer
+from tests.pgserver import SERVICE_USER, PostgresServer, _free_port
 
 
 def find_pgbouncer() -> str:
@@ -29,12 +29,6 @@ def find_pgbouncer() -> str:
     if found is None:
         raise RuntimeError("pgbouncer not found: install pgbouncer (make system-deps)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PgBouncer:

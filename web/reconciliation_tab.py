@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from billing.instants import parse_bound
 from infra.http_status import status_of
-from infra.runtime import now, report, runtime, transaction
+from infra.runtime import as_of_read, now, report, runtime, transaction
 from jobs.context import sippy_client
 from ledger.balances import statement, trial_balance
 from ledger.errors import LedgerError, UnknownAccount
@@ -309,7 +309,7 @@ def trial_balance_page() -> ResponseReturnValue:
     filters = Filters(request.args)
     as_of = filters.bound("as_of", "As of")
     number = filters.page()
-    result = (report if as_of else transaction)(lambda s: trial_balance(s, as_of))
+    result = as_of_read(lambda s: trial_balance(s, as_of), as_of)
     accounts = result.accounts[first_row(number) : number * PAGE_SIZE]
     return render_template(
         "admin/reconciliation_trial_balance.html",
