@@ -73,11 +73,16 @@ class PgBouncer:
             for path in [self.root, *self.root.iterdir()]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             command.insert(1, f"--user={SERVICE_USER}")  # pgbouncer refuses to run as root
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # `--quiet`: its log goes to the logfile only. A pipe nobody reads fills after 64 KiB of
+        # log lines and blocks pgbouncer in write(2), so new clients would time out silently.
+        command.insert(1, "--quiet")
+        errors = (self.root / "stderr.log").open("wb")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        errors.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"pgbouncer exited: {(self.root / 'stderr.log').read_text()}")
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
@@ -101,6 +106,11 @@ class PgBouncer:
                 }
         finally:
             connection.close()
+
+    def log_tail(self, characters: int = 4000) -> str:
+        """The end of pgbouncer's log, for a failing assertion's message."""
+        path = self.root / "pgbouncer.log"
+        return path.read_text()[-characters:] if path.exists() else "(no pgbouncer log)"
 
     def host_port(self) -> str:
         return f"127.0.0.1:{self.port}"
