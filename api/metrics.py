@@ -39,6 +39,7 @@ from billing.outbox import Topic
 from billing.payments.charging import OPEN_ATTEMPTS
 from billing.tables import notifications, outbox, payment_attempts
 from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from infra.partitions import default_rows, months_ahead
 from infra.runtime import now, runtime
 from ledger.db import unit_of_work
 
@@ -145,6 +146,7 @@ def _read(session: Session, at: datetime) -> list[Metric]:
         *_open_charges(session, at),
         *_outbox(session, at),
         *_webhooks(session, at),
+        *_partitions(session, at),
     ]
 
 
@@ -239,6 +241,29 @@ def _webhooks(session: Session, at: datetime) -> list[Metric]:
             _age(at, oldest),
         ),
     ]
+
+
+def _partitions(session: Session, at: datetime) -> list[Metric]:
+    """On PostgreSQL, per partitioned table: how many months after this one have their
+    partition (the daily job keeps 3), and the rows of its default partition (months that had
+    none: they cannot be archived month by month)."""
+    ahead, in_default = months_ahead(session, at), default_rows(session)
+    if not ahead:
+        return []
+    ready = GaugeMetricFamily(
+        "smsledger_partition_months_ahead",
+        "Consecutive months after the current one that have their partition",
+        labels=["table"],
+    )
+    stray = GaugeMetricFamily(
+        "smsledger_partition_default_rows",
+        "Rows in the table's default partition (months without their own partition)",
+        labels=["table"],
+    )
+    for table, months in ahead.items():
+        ready.add_metric([table], months)
+        stray.add_metric([table], in_default[table])
+    return [ready, stray]
 
 
 def _gauge(name: str, documentation: str, value: float) -> Metric:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from bench.repeated import load, provision, settle, timed_runs
+from bench.repeated import keyed_insert, load, provision, settle, timed_runs
 from billing.invoicing.closing import close_periods
 from billing.settings import BillingDefaults
 from ledger.checks import check_ledger
@@ -34,13 +34,11 @@ from tests.pgserver import migrated_database
 DAY = datetime(2026, 11, 23, tzinfo=UTC)
 CLOSE_AT = datetime(2026, 11, 24, 2, tzinfo=UTC)
 
-LOAD = """
-CREATE TEMP TABLE IF NOT EXISTS bench_customers AS
-  SELECT row_number() OVER (ORDER BY a.id) - 1 AS n, a.id AS account_id, a.customer_id
-  FROM accounts a WHERE a.code LIKE 'customer%unbilled';
-INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
-                       debit_account_id, credit_account_id, amount, currency,
-                       effective_at, posted_at, metadata)
+TRANSFER_COLUMNS = (
+    "id, journal_id, kind, idempotency_key, leg, fingerprint, debit_account_id,"
+    " credit_account_id, amount, currency, effective_at, posted_at, metadata"
+)
+NEW_TRANSFERS = """
 SELECT u, u, 'usage', 'bench-' || g, 0, md5(g::text), c.account_id, :revenue,
        7000 * (1 + g % 3), 'USD',
        :day + make_interval(secs => (g % 86400)), :day + make_interval(secs => (g % 86400) + 1),
@@ -55,7 +53,16 @@ FROM (SELECT g,
              (lpad(to_hex(((extract(epoch FROM :day) + g % 86400 + 1) * 1000)::bigint), 12, '0')
               || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid AS u
       FROM generate_series(:first + 1, :first + :transfers) g ORDER BY g % 86400, g) s
-JOIN bench_customers c ON c.n = s.g % :customers;
+JOIN bench_customers c ON c.n = s.g % :customers
+"""
+LOAD = (
+    """
+CREATE TEMP TABLE IF NOT EXISTS bench_customers AS
+  SELECT row_number() OVER (ORDER BY a.id) - 1 AS n, a.id AS account_id, a.customer_id
+  FROM accounts a WHERE a.code LIKE 'customer%unbilled';
+"""
+    + keyed_insert(TRANSFER_COLUMNS, NEW_TRANSFERS)
+    + """;
 CREATE TEMP TABLE bench_day AS
   SELECT debit_account_id, amount, metadata, effective_at FROM transfers
   WHERE kind = 'usage' AND effective_at >= :day AND effective_at < :day + interval '1 day';
@@ -72,6 +79,7 @@ UPDATE usage_counters u SET unbilled_messages = s.messages, unbilled_segments = 
   WHERE u.customer_id = s.customer;
 DROP TABLE bench_day;
 """
+)
 
 
 def main() -> None:

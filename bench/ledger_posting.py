@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from bench.copy_limit import usage_rows
+from bench.one_write_app import CREATE_TABLE as CREATE_FLOOR_TABLE
+from bench.one_write_app import TABLE as FLOOR_TABLE
 from bench.repeated import settle
 from billing.chart import ensure_chart
 from ledger.balances import account_balance
@@ -124,8 +126,11 @@ def bench_floor_rounds(  # type: ignore[no-untyped-def]
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
+        # The floor's table: `transfers`' columns, indexes and checks, without its partitions,
+        # its key in `transfer_keys` and its triggers (bench.one_write_app).
+        cursor.execute(CREATE_FLOOR_TABLE)
         cursor.execute(
-            f"PREPARE one_transfer AS INSERT INTO transfers ({', '.join(COLUMNS)})"
+            f"PREPARE one_transfer AS INSERT INTO {FLOOR_TABLE} ({', '.join(COLUMNS)})"
             f" VALUES ({', '.join(f'${n + 1}' for n in range(len(COLUMNS)))})"
         )
         raw.commit()

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bench.repeated import load, provision, settle, timed_runs
+from bench.repeated import keyed_insert, load, provision, settle, timed_runs
 from ledger.db import make_engine, make_session_factory, unit_of_work
 from reconciliation.runs import reconcile
 from reconciliation.statements import parse_statement_csv
@@ -35,7 +35,22 @@ from tests.pgserver import migrated_database
 
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
-LOAD = """
+TRANSFER_COLUMNS = (
+    "id, journal_id, kind, idempotency_key, leg, fingerprint, debit_account_id,"
+    " credit_account_id, amount, currency, effective_at, posted_at, metadata"
+)
+NEW_TRANSFERS = """
+SELECT gen_random_uuid(), gen_random_uuid(), 'settlement',
+       'settlement:smsledger:' || i.id || ':' || i.attempt, 0,
+       md5(i.id::text),
+       :clearing, r.id, i.amount, 'USD', i.at, i.at,
+       jsonb_build_object('invoice_id', i.id::text,
+                          'reference', 'smsledger:' || i.id || ':' || i.attempt)
+FROM bench_invoices i
+JOIN accounts r ON r.code = 'customer:' || i.customer || chr(58) || 'receivable'
+"""
+LOAD = (
+    """
 UPDATE customers SET sippy_account_id = (100000 + substr(user_id, 2)::int)::text;
 CREATE TEMP TABLE bench_invoices AS
   SELECT gen_random_uuid() AS id, gen_random_uuid() AS attempt, 'c' || (g % :customers) AS customer,
@@ -53,23 +68,16 @@ INSERT INTO payment_attempts (id, invoice_id, attempt_no, reference, customer_id
 SELECT attempt, id, 1, 'smsledger:' || id || ':' || attempt, customer,
        (100000 + substr(customer, 2)::int)::text, amount, 'USD', 'accepted', at, at
 FROM bench_invoices;
-INSERT INTO transfers (id, journal_id, kind, idempotency_key, leg, fingerprint,
-                       debit_account_id, credit_account_id, amount, currency,
-                       effective_at, posted_at, metadata)
-SELECT gen_random_uuid(), gen_random_uuid(), 'settlement',
-       'settlement:smsledger:' || i.id || ':' || i.attempt, 0,
-       md5(i.id::text),
-       :clearing, r.id, i.amount, 'USD', i.at, i.at,
-       jsonb_build_object('invoice_id', i.id::text,
-                          'reference', 'smsledger:' || i.id || ':' || i.attempt)
-FROM bench_invoices i
-JOIN accounts r ON r.code = 'customer:' || i.customer || chr(58) || 'receivable';
+"""
+    + keyed_insert(TRANSFER_COLUMNS, NEW_TRANSFERS)
+    + """;
 UPDATE balances b SET credits = b.credits + s.total
   FROM (SELECT credit_account_id, sum(amount) AS total FROM transfers GROUP BY 1) s
   WHERE b.account_id = s.credit_account_id AND b.slot = 0;
 UPDATE balances SET debits = debits + (SELECT sum(amount) FROM transfers)
   WHERE account_id = :clearing AND slot = 0
 """
+)
 
 
 def statement_csv(connection: sa.Connection) -> tuple[bytes, int]:

@@ -38,6 +38,19 @@ def load(session: Session, script: str, params: Mapping[str, Any]) -> None:
             session.execute(sa.text(statement), dict(params))
 
 
+def keyed_insert(columns: str, select: str) -> str:
+    """`INSERT INTO transfers (columns) <select>` with each row's key taken in
+    `transfer_keys` in the same statement, as posting does (every transfer references its key
+    row, decision 0026). `columns` must name `id`, `kind`, `idempotency_key`, `leg` and
+    `effective_at`."""
+    return (
+        f"WITH new_transfers ({columns}) AS MATERIALIZED ({select}),"
+        " keys AS (INSERT INTO transfer_keys (kind, idempotency_key, leg, transfer_id,"
+        " effective_at) SELECT kind, idempotency_key, leg, id, effective_at FROM new_transfers)"
+        f" INSERT INTO transfers ({columns}) SELECT {columns} FROM new_transfers"
+    )
+
+
 def settle(engine: sa.Engine) -> None:
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -155,6 +155,10 @@ invoice_usage = sa.Table(
     "invoice_usage",
     metadata,
     sa.Column("transfer_id", sa.Uuid, primary_key=True),
+    # The billed transfer's own: on PostgreSQL the links are partitioned by month as transfers
+    # are (migration 0011), so a month's links are archived and dropped with its transfers; the
+    # primary key there is (transfer_id, effective_at), one link per transfer still.
+    sa.Column("effective_at", UtcDateTime, nullable=False),
     # No index on invoice_id: no query reads usage by invoice (lines are stored per invoice);
     # one more index would be another 1,000,000 insertions in a large close.
     sa.Column("invoice_id", sa.Uuid, nullable=False),

@@ -16,7 +16,7 @@ from billing.keys import UndoKeys, credit_key, invoice_key, rounding_key, write_
 from billing.tables import usage_credits
 from ledger.model import EntryRequest, Kind, Leg
 from ledger.posting import post_entry, reverse_transfer, select_transfers
-from ledger.tables import transfers
+from ledger.transfer_keys import keyed
 
 
 def undo_invoice(
@@ -29,9 +29,7 @@ def undo_invoice(
         (Kind.ROUNDING, rounding_key(invoice.id), undo.rounding),
         (Kind.ADJUSTMENT, credit_key(invoice.id), undo.credit),
     ):
-        for original in select_transfers(
-            session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
-        ):
+        for original in select_transfers(session, keyed(kind.value, key)):
             reverse_transfer(session, original.id, undo_key, now, f"invoice {invoice.id} {why}")
     if invoice.usage_micros > 0:
         post_entry(

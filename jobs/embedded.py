@@ -16,6 +16,7 @@ from billing.invoicing.periods import SCHEDULED, last_close_time
 from jobs.billing import billing_cycle
 from jobs.holds import purge_expired_holds
 from jobs.notifications import deliver_notifications
+from jobs.partitions import maintain_partitions
 from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
 from jobs.schedule import THRESHOLD_INTERVAL_SECONDS
@@ -33,6 +34,7 @@ class EmbeddedScheduler:
             dispatch_charges,
             deliver_notifications,
             purge_expired_holds,
+            maintain_partitions,
         ),
         daily: Callable[[], object] | None = reconcile_yesterday,
     ) -> None:

@@ -23,6 +23,7 @@ from rq_scheduler import Scheduler
 from jobs.billing import billing_cycle
 from jobs.holds import purge_expired_holds
 from jobs.notifications import deliver_notifications
+from jobs.partitions import maintain_partitions
 from jobs.payments import dispatch_charges
 from jobs.reconciliation import reconcile_yesterday
 
@@ -47,6 +48,8 @@ THRESHOLD_INTERVAL_SECONDS = 60
 SWEEP_INTERVAL_SECONDS = 60
 """Due charges (retries, lost hand-offs, unanswered attempts) and due webhooks wait at most
 this long."""
+PARTITIONS_INTERVAL_SECONDS = 24 * 3600
+"""The months ahead are made daily (and at once when the scheduler registers)."""
 
 # (job id, queue, function, arguments, interval in seconds): the sweeps.
 INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int], ...] = (
@@ -60,6 +63,7 @@ INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int]
         SWEEP_INTERVAL_SECONDS,
     ),
     ("schedule-holds-purge", "billing", purge_expired_holds, [], SWEEP_INTERVAL_SECONDS),
+    ("schedule-partitions", "billing", maintain_partitions, [], PARTITIONS_INTERVAL_SECONDS),
 )
 
 SCHEDULE_IDS: tuple[str, ...] = (

@@ -1,5 +1,6 @@
-"""Writing many transfers at once: one `INSERT … SELECT * FROM unnest(arrays) ON CONFLICT DO
-NOTHING RETURNING id` on PostgreSQL, with one array parameter per column.
+"""Writing many transfers at once: on PostgreSQL one statement that takes the keys in
+`transfer_keys` (`INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`) and writes the
+transfers whose keys it took, with one array parameter per column.
 
 A multi-row `INSERT … VALUES` of 1,000 transfers sends and parses 15,000 parameters; fifteen
 arrays are one short statement. Small postings (a single SMS, a manual entry) keep the plain
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger.exact_json import dump_json
-from ledger.tables import transfers
+from ledger.tables import transfer_keys, transfers
 
 BULK_MIN_ROWS = 64
 """From this many rows on, PostgreSQL postings go through the array insert."""
@@ -33,14 +34,19 @@ COLUMNS = [column.name for column in transfers.columns]
 _COLUMN_LIST = ", ".join(COLUMNS)
 
 
+KEY_COLUMNS = ("kind", "idempotency_key", "leg", "id", "effective_at", "reverses_id")
+"""The `transfers` columns a `transfer_keys` row copies (its `transfer_id` is the `id`)."""
+
+
 @functools.cache
-def _insert_statement(dialect: str) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect."""
+def _key_insert(dialect: str) -> Any:
+    """`INSERT INTO transfer_keys … ON CONFLICT DO NOTHING RETURNING transfer_id`, built once
+    per dialect: the keys it answers are the ones this statement took."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(transfers)
+        insert(transfer_keys)
         .on_conflict_do_nothing(index_elements=["kind", "idempotency_key", "leg"])
-        .returning(transfers.c.id)
+        .returning(transfer_keys.c.transfer_id)
     )
 
 
@@ -61,22 +67,49 @@ _ARRAY_TYPES = {
     "metadata": "jsonb[]",
     "reverses_id": "uuid[]",
 }
+# The keys first, then the transfers whose keys this statement took: one statement, so the
+# transfer's foreign key to its key row holds when it is checked at the statement's end.
 _UNNEST_INSERT = (
-    f"INSERT INTO transfers ({_COLUMN_LIST}) SELECT * FROM unnest("
+    "WITH batch AS (SELECT * FROM unnest("
     + ", ".join(f"%({name})s::{_ARRAY_TYPES[name]}" for name in COLUMNS)
-    + ") ON CONFLICT (kind, idempotency_key, leg) DO NOTHING RETURNING id"
+    + f") AS b ({_COLUMN_LIST})), taken AS (INSERT INTO transfer_keys"
+    " (kind, idempotency_key, leg, transfer_id, effective_at, reverses_id)"
+    f" SELECT {', '.join(KEY_COLUMNS)} FROM batch"
+    " ON CONFLICT (kind, idempotency_key, leg) DO NOTHING RETURNING transfer_id)"
+    f" INSERT INTO transfers ({_COLUMN_LIST}) SELECT batch.* FROM batch"
+    " JOIN taken ON taken.transfer_id = batch.id RETURNING id"
 )
 
 
 def insert_transfers(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert `rows` (sorted by kind, key, leg), skipping keys that exist; the ids inserted."""
+    """Insert `rows` (sorted by kind, key, leg), skipping keys that exist; the ids inserted.
+
+    Each row's key is taken in `transfer_keys` first (`ON CONFLICT DO NOTHING`: a concurrent
+    post of the same key waits for the first and then gives way), then only the rows whose keys
+    were taken are written to `transfers`."""
     dialect = session.get_bind().dialect.name
     connection = session.connection()
     if dialect != "postgresql" or len(rows) < BULK_MIN_ROWS:
-        return set(connection.execute(_insert_statement(dialect), rows).scalars())
+        keys = [_key_row(row) for row in rows]
+        taken = set(connection.execute(_key_insert(dialect), keys).scalars())
+        new = [row for row in rows if row["id"] in taken]
+        if new:
+            connection.execute(sa.insert(transfers), new)
+        return taken
     columns = {name: array_text([_cell(name, row[name]) for row in rows]) for name in COLUMNS}
     result = connection.exec_driver_sql(_UNNEST_INSERT, columns)
     return {uuid.UUID(str(row[0])) for row in result}
+
+
+def _key_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": row["kind"],
+        "idempotency_key": row["idempotency_key"],
+        "leg": row["leg"],
+        "transfer_id": row["id"],
+        "effective_at": row["effective_at"],
+        "reverses_id": row["reverses_id"],
+    }
 
 
 def array_text(values: Iterable[Any]) -> str:

@@ -52,7 +52,8 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[LedgerError], str]] = {
     "ck_transfers_distinct_accounts": (InvalidTransfer, "debit and credit account must differ"),
     "fk_transfers_debit_account": (CurrencyMismatch, "debit account currency differs"),
     "fk_transfers_credit_account": (CurrencyMismatch, "credit account currency differs"),
-    "uq_transfers_idempotency": (IdempotencyConflict, "idempotency key already used"),
+    "pk_transfer_keys": (IdempotencyConflict, "idempotency key already used"),
+    "fk_transfers_key": (InvalidTransfer, "a transfer is written with its key in transfer_keys"),
     "fk_balances_account_id": (UnknownAccount, "account does not exist"),
 }
 

@@ -8,8 +8,8 @@ A key that a concurrent unit of work inserted first is found by re-reading after
 then its content decides between a replay (`duplicate`) and `IdempotencyConflict`.
 
 One entry of one transfer (every SMS posted alone, most manual entries) takes one round trip
-on PostgreSQL: `ledger_post_transfer` (migration 0009) inserts, moves both balances and answers
-the new or the stored transfer in one statement, and the same Python decides replay or
+on PostgreSQL: `ledger_post_transfer` (migrations 0009, 0011) inserts, moves both balances and
+answers the new or the stored transfer in one statement, and the same Python decides replay or
 conflict on its answer. Entries that could break a balance limit (the account must be named)
 or that reverse a transfer keep the general path.
 """
@@ -44,6 +44,7 @@ from ledger.errors import (
 from ledger.exact_json import dump_json
 from ledger.model import Account, EntryRequest, Kind, Leg, PostResult, Transfer, validate_entry
 from ledger.tables import HOT_SLOTS, accounts, balances, transfers
+from ledger.transfer_keys import keyed, reversal_of
 
 EntryKey = tuple[str, str]
 
@@ -228,7 +229,7 @@ def _insert_new(
     try:
         inserted = insert_transfers(session, rows)
     except IntegrityError as error:
-        if db.constraint_name(error) == "uq_transfers_reverses_id":
+        if db.constraint_name(error) == "uq_transfer_keys_reverses_id":
             raise AlreadyReversed("that transfer has already been reversed") from error
         raise
     lost_races = {(r["kind"], r["idempotency_key"]) for r in rows if r["id"] not in inserted}
@@ -264,9 +265,7 @@ def reverse_transfer(
     Raises: UnknownTransfer, AlreadyReversed (under another key), BalanceLimitExceeded.
     """
     original = get_transfer(session, transfer_id)
-    existing = session.execute(
-        sa.select(transfers.c.idempotency_key).where(transfers.c.reverses_id == transfer_id)
-    ).scalar_one_or_none()
+    existing = session.execute(reversal_of(transfer_id)).scalar_one_or_none()
     if existing is not None and existing != idempotency_key:
         raise AlreadyReversed(
             f"transfer {transfer_id} was already reversed", transfer_id=str(transfer_id)
@@ -359,9 +358,7 @@ def _stored_entries(session: Session, keys: list[EntryKey]) -> dict[EntryKey, tu
     for kind, kind_keys in by_kind.items():
         for chunk_start in range(0, len(kind_keys), 5000):
             chunk = kind_keys[chunk_start : chunk_start + 5000]
-            for transfer in select_transfers(
-                session, transfers.c.kind == kind, transfers.c.idempotency_key.in_(chunk)
-            ):
+            for transfer in select_transfers(session, keyed(kind, chunk)):
                 found[(kind, transfer.idempotency_key)].append(transfer)
     return {key: tuple(found_transfers) for key, found_transfers in found.items()}
 

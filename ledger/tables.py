@@ -99,6 +99,10 @@ balances = sa.Table(
     ),
 )
 
+# On PostgreSQL `transfers` is range-partitioned by month of `effective_at` (migration 0011,
+# decision 0026): its primary key there is (id, effective_at), since a partitioned table's unique
+# keys must hold the partition key. What must be unique across every month lives in
+# `transfer_keys`. SQLite keeps one plain table.
 transfers = sa.Table(
     "transfers",
     metadata,
@@ -116,11 +120,12 @@ transfers = sa.Table(
     sa.Column("posted_at", UtcDateTime, nullable=False),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("metadata", Json, nullable=True),
-    sa.Column("reverses_id", sa.Uuid, sa.ForeignKey("transfers.id"), nullable=True, unique=True),
+    # Which transfer this one undoes: at most one reversal each, held by `transfer_keys` (a
+    # partitioned table can neither be referenced by id alone nor keep a unique column).
+    sa.Column("reverses_id", sa.Uuid, nullable=True),
     sa.CheckConstraint("amount > 0", name="amount_positive"),
     sa.CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="kind_known"),
-    sa.UniqueConstraint("kind", "idempotency_key", "leg", name="uq_transfers_idempotency"),
     sa.ForeignKeyConstraint(
         ["debit_account_id", "currency"],
         ["accounts.id", "accounts.currency"],
@@ -130,6 +135,18 @@ transfers = sa.Table(
         ["credit_account_id", "currency"],
         ["accounts.id", "accounts.currency"],
         name="fk_transfers_credit_account",
+    ),
+    # Every transfer holds its key: one that skipped `transfer_keys`, or reused a taken key
+    # under a new id, is refused by the database (the idempotency guard cannot be bypassed).
+    sa.ForeignKeyConstraint(
+        ["kind", "idempotency_key", "leg", "id"],
+        [
+            "transfer_keys.kind",
+            "transfer_keys.idempotency_key",
+            "transfer_keys.leg",
+            "transfer_keys.transfer_id",
+        ],
+        name="fk_transfers_key",
     ),
 )
 
@@ -146,4 +163,32 @@ sa.Index(
     transfers.c.credit_account_id,
     transfers.c.effective_at,
     postgresql_include=["amount"],
+)
+
+# One row per transfer leg, written in the same statement as the transfer: the global guard of
+# idempotency (a key posts once, whatever the month it names) and of "reversed at most once",
+# which the monthly partitions of `transfers` cannot hold. Looking a transfer up by key or by
+# what it reverses goes through here (ledger/transfer_keys.py), then to its partition by
+# (id, effective_at).
+transfer_keys = sa.Table(
+    "transfer_keys",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("idempotency_key", sa.String(200), primary_key=True),
+    sa.Column("leg", sa.SmallInteger, primary_key=True),
+    sa.Column("transfer_id", sa.Uuid, nullable=False),
+    sa.Column("effective_at", UtcDateTime, nullable=False),
+    sa.Column("reverses_id", sa.Uuid, nullable=True),
+    # What `transfers`' foreign key to its key row references.
+    sa.UniqueConstraint(
+        "kind", "idempotency_key", "leg", "transfer_id", name="uq_transfer_keys_transfer"
+    ),
+    # Partial: reversals are few, and an index entry per SMS for a NULL would cost every post.
+    sa.Index(
+        "uq_transfer_keys_reverses_id",
+        "reverses_id",
+        unique=True,
+        postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        sqlite_where=sa.text("reverses_id IS NOT NULL"),
+    ),
 )

@@ -26,7 +26,8 @@ from billing.tables import customers, payment_attempts
 from ledger.bulk import insert_rows
 from ledger.model import Kind
 from ledger.staging import analyze_staged, staged, staging_table
-from ledger.tables import UtcDateTime, transfers
+from ledger.tables import UtcDateTime, transfer_keys, transfers
+from ledger.transfer_keys import is_reversed
 from reconciliation.statements import StatementLine
 
 _STATEMENT = staging_table(
@@ -195,10 +196,8 @@ def _not_reversed(table: sa.FromClause) -> sa.ColumnElement[bool]:
     """Not undone as a mistake. A refund also reverses its settlement, but the debit did
     happen in Sippy (the refund is a separate credit), so a refunded settlement still pairs
     with its debit."""
-    reversal = transfers.alias("reversal")
-    return ~sa.exists().where(
-        reversal.c.reverses_id == table.c.id,
-        ~reversal.c.idempotency_key.startswith(REFUND_SETTLEMENT_PREFIX),
+    return ~is_reversed(
+        table.c.id, ~transfer_keys.c.idempotency_key.startswith(REFUND_SETTLEMENT_PREFIX)
     )
 
 

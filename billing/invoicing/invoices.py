@@ -29,7 +29,7 @@ from billing.tables import invoice_lines, invoices, payment_attempts
 from billing.write_off import undo_invoice
 from ledger.model import Transfer
 from ledger.posting import select_transfers
-from ledger.tables import transfers
+from ledger.transfer_keys import keyed_pairs
 
 ACTIONS_FROM: dict[str, tuple[InvoiceStatus, ...]] = {
     "process": (InvoiceStatus.PENDING,),
@@ -101,12 +101,10 @@ def payment_attempts_of(session: Session, invoice_id: uuid.UUID) -> list[Any]:
 
 def invoice_transfers(session: Session, invoice_id: uuid.UUID) -> list[Transfer]:
     """The ledger transfers an invoice caused, found by their idempotency keys in one query
-    (the (kind, key, leg) unique index)."""
+    (the `transfer_keys` primary key)."""
     references = [attempt.reference for attempt in payment_attempts_of(session, invoice_id)]
     pairs = [(kind.value, key) for kind, key in invoice_transfer_keys(invoice_id, references)]
-    found = select_transfers(
-        session, sa.tuple_(transfers.c.kind, transfers.c.idempotency_key).in_(pairs)
-    )
+    found = select_transfers(session, keyed_pairs(pairs))
     return sorted(found, key=lambda t: (t.posted_at, str(t.id)))
 
 

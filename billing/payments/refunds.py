@@ -32,6 +32,7 @@ from ledger.model import Kind
 from ledger.money import Money
 from ledger.posting import reverse_transfer, select_transfers
 from ledger.tables import transfers
+from ledger.transfer_keys import is_reversed, keyed
 
 OPEN = ("started", "unknown")
 
@@ -202,13 +203,11 @@ def _settlements(session: Session, invoice_id: uuid.UUID) -> list[Any]:
             payment_attempts.c.invoice_id == invoice_id, payment_attempts.c.status == "accepted"
         )
     ).scalars()
-    reversal = transfers.alias("reversal")
     return list(
         select_transfers(
             session,
-            transfers.c.kind == Kind.SETTLEMENT.value,
-            transfers.c.idempotency_key.in_([settlement_key(r) for r in references]),
-            ~sa.exists().where(reversal.c.reverses_id == transfers.c.id),
+            keyed(Kind.SETTLEMENT.value, [settlement_key(r) for r in references]),
+            ~is_reversed(transfers.c.id),
         )
     )
 

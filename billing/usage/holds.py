@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from billing.errors import HoldConflict, UnknownHold
 from billing.tables import usage_holds
 from ledger.model import Kind
-from ledger.tables import UtcDateTime, transfers
+from ledger.tables import UtcDateTime, transfer_keys, transfers
+from ledger.transfer_keys import in_its_month
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +44,23 @@ class Hold:
 
 
 def _usage_probe(message_id: Any, column: Any = None) -> sa.ScalarSelect[Any]:
-    """`column` (default 1) of `message_id`'s usage transfer, as one probe of the unique
-    (kind, key, leg) index. A scalar subquery with LIMIT is never turned into a join, where
-    `NOT EXISTS` may become an anti-join that hashes the whole of `transfers` (measured:
-    reserving checks went from ms to seconds once holds and transfers grew)."""
+    """`column` (default 1) of `message_id`'s usage transfer, as one probe of the
+    `transfer_keys` primary key (then of its month's partition for a column). A scalar
+    subquery with LIMIT is never turned into a join, where `NOT EXISTS` may become an
+    anti-join that hashes the whole of `transfers` (measured: reserving checks went from ms
+    to seconds once holds and transfers grew)."""
+    key = (
+        transfer_keys.c.kind == Kind.USAGE.value,
+        transfer_keys.c.idempotency_key == message_id,
+        transfer_keys.c.leg == 0,
+    )
+    if column is None:
+        return sa.select(sa.literal(1)).where(*key).limit(1).scalar_subquery()
     return (
-        sa.select(sa.literal(1) if column is None else column)
-        .where(
-            transfers.c.kind == Kind.USAGE.value,
-            transfers.c.idempotency_key == message_id,
-            transfers.c.leg == 0,
-        )
+        sa.select(column)
+        .select_from(transfer_keys)
+        .join(transfers, in_its_month(transfer_keys))
+        .where(*key)
         .limit(1)
         .scalar_subquery()
     )

@@ -28,7 +28,7 @@ from ledger.accounts import find_accounts, insert_ignoring_conflicts
 from ledger.balances import lock_balance_rows
 from ledger.model import Kind, Transfer
 from ledger.posting import reverse_transfer, select_transfers
-from ledger.tables import transfers
+from ledger.transfer_keys import keyed
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +105,7 @@ def _credit(
 
 
 def _transfers(session: Session, kind: Kind, key: str) -> list[Transfer]:
-    return list(
-        select_transfers(
-            session, transfers.c.kind == kind.value, transfers.c.idempotency_key == key
-        )
-    )
+    return list(select_transfers(session, keyed(kind.value, key)))
 
 
 def _uncount(session: Session, customer_id: str, usage: Transfer) -> None:

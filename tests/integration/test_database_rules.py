@@ -45,12 +45,24 @@ def refusal(sessions: sessionmaker[Session], sql: str, **params: object) -> str 
         "UPDATE transfers SET metadata = '{}'",
         "DELETE FROM transfers",
         "TRUNCATE transfers CASCADE",
+        # each month is refused on its own too (row triggers are inherited, TRUNCATE's is
+        # created with the month), and so is the default partition
+        "UPDATE {partition} SET amount = amount + 1",
+        "DELETE FROM {partition}",
+        "TRUNCATE {partition}",
+        "TRUNCATE transfers_default",
+        "TRUNCATE transfer_keys CASCADE",
     ],
 )
 def test_raw_updates_and_deletes_of_posted_transfers_are_refused(
     sessions: sessionmaker[Session], posted: uuid.UUID, sql: str
 ) -> None:
-    assert refusal(sessions, sql) == db.IMMUTABLE_MARKER
+    with sessions() as session:
+        partition = session.execute(
+            sa.text("SELECT tableoid::regclass::text FROM transfers WHERE id = :id"), {"id": posted}
+        ).scalar_one()
+    assert partition.startswith("transfers_")  # a month's partition, or the default one
+    assert refusal(sessions, sql.replace("{partition}", partition)) == db.IMMUTABLE_MARKER
     with sessions() as session:
         assert session.execute(sa.text("SELECT amount FROM transfers")).scalar_one() == 5
 
@@ -101,7 +113,16 @@ def test_raw_inserts_breaking_invariant_one_are_refused_by_name(
     assert _raw_insert(sessions, credit=same) == "ck_transfers_distinct_accounts"
     assert _raw_insert(sessions, credit="eur") == "fk_transfers_credit_account"
     assert _raw_insert(sessions, kind="gift") == "ck_transfers_kind_known"
-    assert _raw_insert(sessions, key="m1") == "uq_transfers_idempotency"
+    # a transfer written around `transfer_keys`, with a taken key or a new one, is refused
+    assert _raw_insert(sessions, key="m1") == "fk_transfers_key"
+    assert _raw_insert(sessions, key="never-taken") == "fk_transfers_key"
+    taken = refusal(
+        sessions,
+        "INSERT INTO transfer_keys (kind, idempotency_key, leg, transfer_id, effective_at)"
+        " VALUES ('usage', 'm1', 0, :id, now())",
+        id=uuid.uuid4(),
+    )
+    assert taken == "pk_transfer_keys"
 
 
 def test_a_cached_balance_cannot_break_its_limit_even_by_raw_sql(

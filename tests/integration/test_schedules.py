@@ -25,6 +25,7 @@ DISPATCH = "schedule-payments-dispatch"
 DELIVER = "schedule-notifications-deliver"
 THRESHOLD = "schedule-billing-threshold"
 PURGE_HOLDS = "schedule-holds-purge"
+PARTITIONS = "schedule-partitions"
 CLOSES = [job_id for job_id, _, _ in CRON_SCHEDULES]
 
 
@@ -52,7 +53,7 @@ def test_a_pass_registers_vanished_schedules_again_with_the_sweeps_due_at_once(
     loop = SchedulerLoop.on(redis)
     assert loop.tick() == list(SCHEDULE_IDS)
     caught_up = {
-        "billing": sorted([*CLOSES, THRESHOLD, PURGE_HOLDS]),
+        "billing": sorted([*CLOSES, THRESHOLD, PURGE_HOLDS, PARTITIONS]),
         "payments": [DISPATCH],
         "notifications": [DELIVER],
         "reconciliation": [],
