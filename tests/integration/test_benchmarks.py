@@ -96,3 +96,25 @@ def test_the_cpu_bench_splits_each_endpoint_by_process_with_only_2xx_answers() -
     # the do-nothing endpoint leaves PostgreSQL idle; a write and a post do not
     assert database["do-nothing"] < database["one write"] <= database["single posts"] * 2, out
     assert "single posts / one write" in out
+
+
+def test_the_partitions_bench_compares_both_ledgers_and_both_stay_sound() -> None:
+    out = report(
+        "bench.partitions",
+        *("--transfers", "3650", "--customers", "60", "--day-transfers", "500"),
+        *("--posts", "20", "--rounds", "1"),
+    )
+    for label in ("single posts", "batches of 1,000", "daily close", "one balance as_of"):
+        assert f"| {label}" in out
+    assert "| ledger check | ok | ok | |" in out
+
+
+def test_the_many_processes_bench_runs_every_part_at_once_and_every_invariant_holds() -> None:
+    out = report(
+        "bench.many_processes",
+        *("--seconds", "8", "--customers", "10", "--batch", "10", "--posters", "1"),
+        *("--readers", "1"),
+    )
+    assert "| invariants | all hold |" in out
+    assert "| charges drained after the load | yes" in out
+    assert "daily close through the API | " in out and "HTTP 200" in out

@@ -107,3 +107,32 @@ def test_token_mints_a_user_token_the_api_accepts(
     assert bad.exit_code == 2
     unset = make_api(Config(database_url=pg_url))
     assert unset.app.test_cli_runner().invoke(args=["token", "--user-id", "42"]).exit_code == 2
+
+
+def test_partitions_ensure_makes_the_months_around_the_clock_and_show_lists_them(
+    app_and_keys: tuple[Any, dict[str, str]],
+) -> None:
+    app, _ = app_and_keys
+    runner = app.test_cli_runner()
+    ensured = runner.invoke(args=["partitions", "ensure"])
+    assert ensured.exit_code == 0, ensured.output
+    states = dict(line.split(": ") for line in ensured.output.splitlines())
+    # the app's clock is in November 2026: October through February, both tables
+    assert set(states) == {
+        f"{table}_p{month}"
+        for table in ("transfers", "invoice_usage")
+        for month in ("2026_10", "2026_11", "2026_12", "2027_01", "2027_02")
+    }
+    assert set(states.values()) <= {"created", "exists"}
+    again = runner.invoke(args=["partitions", "ensure"])
+    assert set(dict(line.split(": ") for line in again.output.splitlines()).values()) == {"exists"}
+    shown = runner.invoke(args=["partitions", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "transfers\ttransfers_p2026_11\tFOR VALUES FROM ('2026-11-01 00:00:00+00')" in shown.output
+    )
+    assert "transfers_default\tDEFAULT" in shown.output
+    # three after the clock's month at least (the migration made them from today's date too)
+    summary = [line for line in shown.output.splitlines() if line.startswith("transfers: ")]
+    assert len(summary) == 1 and summary[0].endswith("month(s) ahead, 0 row(s) in the default")
+    assert int(summary[0].split()[1]) >= 3

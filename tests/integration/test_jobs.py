@@ -179,3 +179,21 @@ def test_the_morning_job_reconciles_yesterday_through_sippy(
     assert result["status"] == "reconciled" and result["matched"] == 0
     context.configure(context.JobContext(usage, lambda: CLOSE_TIME, BillingDefaults()))
     assert reconcile_yesterday() == {"status": "skipped"}
+
+
+def test_the_partitions_job_makes_the_months_ahead_of_its_clock_and_logs_them(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    from jobs.partitions import maintain_partitions
+
+    context.configure(
+        context.JobContext(sessions, lambda: datetime(2030, 1, 15, tzinfo=UTC), BillingDefaults())
+    )
+    caplog.set_level("INFO", logger="jobs.partitions")
+    states = maintain_partitions()
+    assert {(s.partition, s.state) for s in states if s.table == "transfers"} == {
+        (f"transfers_p{month}", "created")
+        for month in ("2029_12", "2030_01", "2030_02", "2030_03", "2030_04")
+    }
+    assert sum("Partition created" in r.message for r in caplog.records) == 10
+    assert {s.state for s in maintain_partitions()} == {"exists"}  # a second run changes nothing
