@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 import migrations
+from api.archive_cli import archive_group
 from api.partitions_cli import partitions_group
 from billing.access.api_keys import create_key, first_admin_key, list_keys, revoke_key
 from billing.access.user_tokens import mint_user_token
@@ -413,6 +414,7 @@ def register_commands(app: Flask) -> None:
         keys_group,
         ledger_group,
         partitions_group,
+        archive_group,
         rates_group,
         bill,
         reconcile_command,

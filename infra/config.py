@@ -49,6 +49,8 @@ class Config:
     # A streaming replica for reports (infra.replica), used while it lags at most this much.
     database_replica_url: str | None = None
     database_replica_max_lag_s: float = 5.0
+    # Archives of closed months (infra/archive_files.py, `smsledger archive`): where they go.
+    archive_dir: str | None = None
     cron_secret: str | None = None
     user_token_secret: str | None = None
     sippy_url: str | None = None
@@ -85,6 +87,7 @@ class Config:
             redis_url=env.get("REDIS_URL") or None,
             database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             database_replica_max_lag_s=_max_lag(env),
+            archive_dir=env.get("ARCHIVE_DIR") or None,
             cron_secret=env.get("CRON_SECRET") or None,
             user_token_secret=env.get("USER_TOKEN_SECRET") or None,
             sippy_url=env.get("SIPPY_URL") or None,
