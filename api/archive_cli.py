@@ -2,13 +2,13 @@
 closed months written to Parquet under `ARCHIVE_DIR` with a manifest, and checked again
 (infra/archive_plan.py, infra/archive_files.py; issue 18 §2).
 
-The summary names every month before the cut: archived, or what holds it back. Exit status 0
-when every ready month was written and verified, 1 when one was not, 2 on a usage error.
+Each ready month is written and read back (infra/archive_files.py), then dropped in one
+transaction that records its totals (infra/archive_drop.py). The summary names every month
+before the cut: archived, or what holds it back. Exit status 0 when every ready month was
+archived, 1 when one was not, 2 on a usage error.
 
-What this step does not do yet: drop the archived months' partitions (with the archived
-totals recorded, so balances, `ledger check`, the trial balance and statements stay what they
-were) and answer `410 archived` for `as_of` before the cut. Until then an archive is a
-verified copy and the months stay in the database.
+`SMSLEDGER_FAULT_PAUSE_ARCHIVE_AT` (infra/archive_run.py) stops it where the fault tests
+kill it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from infra.archive_files import ArchiveError, month_dir, verify_month, write_month
+from infra.archive_files import ArchiveError, month_dir, verify_month
 from infra.archive_plan import parse_month, plan
+from infra.archive_run import MonthOutcome, archive_months
 from infra.runtime import runtime
 from ledger.db import unit_of_work
 
@@ -60,29 +61,39 @@ def archive_group(context: click.Context, before: str | None, dry_run: bool) -> 
     if state.engine.dialect.name != "postgresql":
         click.echo("archives need PostgreSQL's monthly partitions: this database has none")
         sys.exit(2)
-    root = None if dry_run else _root()
-    failed = False
-    with unit_of_work(state.sessions, commit=False) as session:
+    if dry_run:
+        _dry_run(cut, before)
+        return
+    root = _root()
+    outcomes = archive_months(state.sessions, root, cut, state.clock, click.echo)
+    if not outcomes:
+        click.echo(f"no month before {before} is in the database")
+    for outcome in outcomes:
+        click.echo(_outcome_line(outcome, root))
+    sys.exit(1 if any(o.error for o in outcomes) else 0)
+
+
+def _dry_run(cut: date, before: str) -> None:
+    with unit_of_work(runtime().sessions, commit=False) as session:
         months = plan(session, cut)
-        if not months:
-            click.echo(f"no month before {before} is in the database")
-        for month in months:
-            label = month.month.strftime("%Y-%m")
-            if not month.ready:
-                click.echo(f"{label}: held back: {'; '.join(month.reasons)}")
-            elif dry_run:
-                click.echo(f"{label}: ready")
-            else:
-                assert root is not None
-                try:
-                    written = write_month(session, root, month.month, state.clock())
-                except ArchiveError as error:
-                    click.echo(f"{label}: NOT archived: {error}")
-                    failed = True
-                    continue
-                rows = written.manifest["files"]["transfers"]["rows"]
-                click.echo(f"{label}: written and verified, {rows} transfers, {written.path}")
-    sys.exit(1 if failed else 0)
+    for month in months:
+        label = month.month.strftime("%Y-%m")
+        reasons = "; ".join(month.reasons)
+        click.echo(f"{label}: ready" if month.ready else f"{label}: held back: {reasons}")
+    if not months:
+        click.echo(f"no month before {before} is in the database")
+
+
+def _outcome_line(outcome: MonthOutcome, root: Path) -> str:
+    label = outcome.plan.month.strftime("%Y-%m")
+    if outcome.archived:
+        path = month_dir(root, outcome.plan.month)
+        return f"{label}: archived, {outcome.transfers} transfers, {path}"
+    if outcome.error:
+        return f"{label}: NOT archived: {outcome.error}"
+    if outcome.plan.ready:
+        return f"{label}: held back: waits for the month that failed"
+    return f"{label}: held back: {'; '.join(outcome.plan.reasons)}"
 
 
 @archive_group.command("verify")

@@ -273,7 +273,7 @@ def account_statement(query: dict[str, Any], code: str) -> dict[str, Any]:
     return {
         "account": result.account.code,
         "currency": currency,
-        "start": time_text(query.get("start")),
+        "start": time_text(result.start),
         "end": time_text(query.get("end")),
         "opening_balance": money_text(result.opening_balance, currency),
         "closing_balance": money_text(result.closing_balance, currency),

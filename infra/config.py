@@ -49,8 +49,11 @@ class Config:
     # A streaming replica for reports (infra.replica), used while it lags at most this much.
     database_replica_url: str | None = None
     database_replica_max_lag_s: float = 5.0
-    # Archives of closed months (infra/archive_files.py, `smsledger archive`): where they go.
+    # Archives of closed months (docs/archives.md): where they go; whether the daily job
+    # archives by itself, keeping this many months in the database.
     archive_dir: str | None = None
+    archive_scheduled: bool = False
+    retention_months: int = 12
     cron_secret: str | None = None
     user_token_secret: str | None = None
     sippy_url: str | None = None
@@ -88,6 +91,8 @@ class Config:
             database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             database_replica_max_lag_s=_max_lag(env),
             archive_dir=env.get("ARCHIVE_DIR") or None,
+            archive_scheduled=_flag(env, "SMS_BILLING_ARCHIVE_SCHEDULED", False),
+            retention_months=_retention_months(env),
             cron_secret=env.get("CRON_SECRET") or None,
             user_token_secret=env.get("USER_TOKEN_SECRET") or None,
             sippy_url=env.get("SIPPY_URL") or None,
@@ -121,6 +126,8 @@ class Config:
         _check_grace(config)
         if config.database_replica_url and not config.database_replica_url.startswith("postgresql"):
             raise ValueError("DATABASE_REPLICA_URL: a replica is a PostgreSQL streaming replica")
+        if config.archive_scheduled and not config.archive_dir:
+            raise ValueError("SMS_BILLING_ARCHIVE_SCHEDULED=true needs ARCHIVE_DIR")
         return config
 
 
@@ -148,6 +155,21 @@ def _hold_ttl(env: Mapping[str, str]) -> int:
         raise ValueError(
             f"SMS_BILLING_HOLD_TTL_S={env.get('SMS_BILLING_HOLD_TTL_S')!r}: expected 1 to"
             f" {MAX_HOLD_TTL_S} seconds"
+        )
+    return values[0]
+
+
+MAX_RETENTION_MONTHS = 1200
+
+
+def _retention_months(env: Mapping[str, str]) -> int:
+    """`SMS_BILLING_RETENTION_MONTHS`: 1 to 1200 (a month still being billed is never
+    archived, whatever this says: infra/archive_plan.py)."""
+    values = _integers(env, "SMS_BILLING_RETENTION_MONTHS", (Config.retention_months,))
+    if len(values) != 1 or not 1 <= values[0] <= MAX_RETENTION_MONTHS:
+        raise ValueError(
+            f"SMS_BILLING_RETENTION_MONTHS={env.get('SMS_BILLING_RETENTION_MONTHS')!r}:"
+            f" expected 1 to {MAX_RETENTION_MONTHS} months"
         )
     return values[0]
 

@@ -20,6 +20,7 @@ DOMAIN_ERRORS: list[tuple[type[ledger_errors.LedgerError], int, str]] = [
     (ledger_errors.BalanceLimitExceeded, 422, "balance_limit_exceeded"),
     (ledger_errors.AlreadyReversed, 409, "already_reversed"),
     (ledger_errors.ImmutableTransfer, 409, "immutable_transfer"),
+    (ledger_errors.ArchivedPeriod, 410, "archived"),
     (ledger_errors.RetryableConflict, 503, "busy_retry"),
     (ledger_errors.DatabaseUnavailable, 503, "database_unavailable"),
     (billing_errors.KindNotAllowed, 422, "kind_not_allowed"),

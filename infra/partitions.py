@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ledger.archived import archive_cut
+
 PARTITIONED_TABLES = ("transfers", "invoice_usage")
 """Range-partitioned by month of `effective_at`, in the order they are maintained."""
 MONTHS_AHEAD = 3
@@ -54,6 +56,9 @@ def ensure_partitions(
         return []
     this_month = now.astimezone(UTC).date().replace(day=1)
     first, last = _month(this_month, -back), _month(this_month, ahead)
+    cut = archive_cut(session)
+    if cut is not None:  # archived months have no partition, only the tombstone
+        first = max(first, cut[0].date())
     states = []
     for table in PARTITIONED_TABLES:
         rows = session.execute(

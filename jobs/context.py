@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from billing.payments.charge_runner import Gateway
 from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
+from infra.archive_run import ArchivePolicy
 from infra.config import Config
 from infra.metrics import observe_sippy
 from ledger.db import make_engine, make_session_factory
@@ -39,6 +41,8 @@ class JobContext:
     webhook_secret: str | None = None
     send_webhook: Sender = field(default_factory=post_with_requests)
     enqueue: Enqueue | None = None
+    # The scheduled archive (None: off, the default; docs/archives.md).
+    archive: ArchivePolicy | None = None
 
 
 _current: list[JobContext] = []
@@ -94,6 +98,9 @@ def from_config(
         charge_policy=charge_policy(config),
         webhook_secret=config.webhook_signing_secret,
         enqueue=enqueue,
+        archive=ArchivePolicy(Path(config.archive_dir), config.retention_months)
+        if config.archive_scheduled and config.archive_dir
+        else None,
     )
 
 

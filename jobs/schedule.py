@@ -20,6 +20,7 @@ from redis import Redis
 from rq.job import Job
 from rq_scheduler import Scheduler
 
+from jobs.archive import archive_closed_months
 from jobs.billing import billing_cycle
 from jobs.holds import purge_expired_holds
 from jobs.notifications import deliver_notifications
@@ -64,6 +65,8 @@ INTERVAL_SCHEDULES: tuple[tuple[str, str, Callable[..., object], list[str], int]
     ),
     ("schedule-holds-purge", "billing", purge_expired_holds, [], SWEEP_INTERVAL_SECONDS),
     ("schedule-partitions", "billing", maintain_partitions, [], PARTITIONS_INTERVAL_SECONDS),
+    # does nothing unless SMS_BILLING_ARCHIVE_SCHEDULED=true (docs/archives.md)
+    ("schedule-archive", "billing", archive_closed_months, [], PARTITIONS_INTERVAL_SECONDS),
 )
 
 SCHEDULE_IDS: tuple[str, ...] = (

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ledger.accounts import get_account, row_to_account
+from ledger.archived import archive_cut, archived_sums, refuse_before_cut
 from ledger.model import Account, Balance, Transfer, signed_balance
 from ledger.posting import select_transfers
 from ledger.tables import accounts, balances, transfers
@@ -57,9 +58,11 @@ def _to_balance(row: Any, as_of: datetime | None) -> Balance:
 def account_balance(session: Session, code: str, as_of: datetime | None = None) -> Balance:
     """One account's debits, credits and balance, now or as of an instant.
 
-    Raises: UnknownAccount.
+    Raises: UnknownAccount; ArchivedPeriod for an instant before the archive cut.
     """
     get_account(session, code)
+    if as_of is not None:
+        refuse_before_cut(session, as_of, "a balance")
     row = session.execute(
         sa.select(accounts, *_balance_columns(as_of)).where(accounts.c.code == code)
     ).one()
@@ -92,7 +95,11 @@ def list_balances(
     limit: int | None = None,
     offset: int = 0,
 ) -> AccountPage:
-    """Accounts with their balances, by code, filtered and paged in SQL."""
+    """Accounts with their balances, by code, filtered and paged in SQL.
+
+    Raises: ArchivedPeriod for an `as_of` before the archive cut."""
+    if as_of is not None:
+        refuse_before_cut(session, as_of, "a balance")
     filters: list[sa.ColumnElement[bool]] = []
     if customer_id is not None:
         filters.append(accounts.c.customer_id == customer_id)
@@ -159,6 +166,8 @@ class Statement:
     closing_balance: int
     lines: list[StatementLine]
     total: int
+    # Where it starts: as asked, or the archive cut when asked from the beginning.
+    start: datetime | None = None
 
 
 def statement(
@@ -171,11 +180,18 @@ def statement(
     offset: int = 0,
 ) -> Statement:
     """The account's transfers effective in [start, end), oldest first, each with the running
-    balance after it; opening and closing balances frame the range.
+    balance after it; opening and closing balances frame the range. With months archived, a
+    statement without `start` starts at the archive cut, its opening balance what the archived
+    transfers sum to.
 
-    Raises: UnknownAccount.
+    Raises: UnknownAccount; ArchivedPeriod for a `start` before the archive cut.
     """
     account = get_account(session, code)
+    cut = archive_cut(session)
+    if cut is not None:
+        if start is None:
+            start = cut[0]
+        refuse_before_cut(session, start, "a statement")
     sign = 1 if account.type.debit_normal else -1
     in_range: list[sa.ColumnElement[bool]] = []
     if start is not None:
@@ -220,7 +236,7 @@ def statement(
         range_total, total = int(page[0].range_total), int(page[0].total)
     else:
         range_total, total = _range_totals(session, running)
-    return Statement(account, opening, opening + range_total, statement_lines, total)
+    return Statement(account, opening, opening + range_total, statement_lines, total, start)
 
 
 def _range_totals(session: Session, running: Any) -> tuple[int, int]:
@@ -240,7 +256,10 @@ def _opening_balance(session: Session, account: Account, start: datetime | None)
             side_sum(transfers.c.credit_account_id, before),
         ).where(accounts.c.id == account.id)
     ).one()
-    return signed_balance(account.type, int(row[0]), int(row[1]))
+    archived_debits, archived_credits = archived_sums(session, account.id)
+    return signed_balance(
+        account.type, int(row[0]) + archived_debits, int(row[1]) + archived_credits
+    )
 
 
 def lock_balance_rows(session: Session, account_ids: list[int]) -> None:

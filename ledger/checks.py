@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ledger.tables import accounts, balances, transfers
+from ledger.tables import accounts, archived_totals, balances, transfers
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +58,20 @@ def check_ledger(session: Session) -> list[Problem]:
             accounts.c.currency,
             sa.func.coalesce(cached.c.debits, 0).label("cached_debits"),
             sa.func.coalesce(cached.c.credits, 0).label("cached_credits"),
-            sa.func.coalesce(debited.c.amount, 0).label("debits"),
-            sa.func.coalesce(credited.c.amount, 0).label("credits"),
+            # the archived months' transfers count as they did before they left (ledger.archived)
+            (
+                sa.func.coalesce(debited.c.amount, 0)
+                + sa.func.coalesce(archived_totals.c.debits, 0)
+            ).label("debits"),
+            (
+                sa.func.coalesce(credited.c.amount, 0)
+                + sa.func.coalesce(archived_totals.c.credits, 0)
+            ).label("credits"),
         )
         .outerjoin(cached, cached.c.account_id == accounts.c.id)
         .outerjoin(debited, debited.c.account_id == accounts.c.id)
         .outerjoin(credited, credited.c.account_id == accounts.c.id)
+        .outerjoin(archived_totals, archived_totals.c.account_id == accounts.c.id)
         .order_by(accounts.c.code)
     )
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])

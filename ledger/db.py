@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.errors import (
+    ArchivedPeriod,
     BalanceLimitExceeded,
     CurrencyMismatch,
     DatabaseUnavailable,
@@ -53,6 +54,8 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[LedgerError], str]] = {
     "fk_transfers_debit_account": (CurrencyMismatch, "debit account currency differs"),
     "fk_transfers_credit_account": (CurrencyMismatch, "credit account currency differs"),
     "pk_transfer_keys": (IdempotencyConflict, "idempotency key already used"),
+    # the archive's tombstone partition, and a replay whose transfers were archived (0012)
+    "transfers_archived": (ArchivedPeriod, "that instant is archived: its month left the database"),
     "fk_transfers_key": (InvalidTransfer, "a transfer is written with its key in transfer_keys"),
     "fk_balances_account_id": (UnknownAccount, "account does not exist"),
 }

@@ -67,6 +67,12 @@ class AlreadyReversed(LedgerError):
     """Raised when a transfer that already has a reversal is reversed under another key."""
 
 
+class ArchivedPeriod(LedgerError):
+    """Raised for an instant before the archive cut: its transfers left the database for an
+    archive (`details` name the cut and the archive), so a balance `as_of` it, a statement
+    from it, or a posting dated in it cannot be answered or accepted here."""
+
+
 class ImmutableTransfer(LedgerError):
     """Raised when the database refuses an UPDATE or DELETE of a posted transfer."""
 

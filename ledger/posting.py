@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import db
 from ledger.accounts import committed_accounts, find_accounts
+from ledger.archived import refuse_before_cut
 from ledger.bulk import BULK_MIN_ROWS, COLUMNS, array_text, insert_transfers
 from ledger.db import execute_alone, run_in_transaction
 from ledger.errors import (
@@ -96,6 +97,8 @@ def post_entries(
             results.append(PostResult("posted", tuple(new_by_key[key])))
             continue
         previous = stored.get(key) or tuple(new_by_key.get(key, ()))
+        if not previous:  # the key is taken and its transfers are gone: archived
+            refuse_before_cut(session, None, f"key {entry.idempotency_key!r}: its posting")
         if not _same_entry(previous, fingerprints[index], len(entry.legs)):
             raise _conflict(entry, index)
         results.append(PostResult("duplicate", tuple(previous)))

@@ -192,3 +192,27 @@ transfer_keys = sa.Table(
         sqlite_where=sa.text("reverses_id IS NOT NULL"),
     ),
 )
+
+
+# Months whose transfers were archived and dropped (`smsledger archive`, docs/archives.md):
+# everything before the latest one's end is the archive cut.
+archived_months = sa.Table(
+    "archived_months",
+    metadata,
+    sa.Column("month", sa.Date, primary_key=True),  # its first day
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("manifest_sha256", sa.String(64), nullable=False),
+    sa.Column("transfers", sa.BigInteger, nullable=False),
+    sa.Column("archived_at", UtcDateTime, nullable=False),
+)
+
+# Per account, the debits and credits of every archived transfer: what the transfers still in
+# the database no longer sum to. `ledger check`, statements and opening balances add them.
+archived_totals = sa.Table(
+    "archived_totals",
+    metadata,
+    sa.Column("account_id", BigId, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("debits", sa.BigInteger, nullable=False),
+    sa.Column("credits", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("debits >= 0 AND credits >= 0", name="non_negative"),
+)

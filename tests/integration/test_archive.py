@@ -6,6 +6,9 @@ second run idempotent, a damaged file caught."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,10 +28,12 @@ from infra.config import Config
 from infra.partitions import ensure_partitions
 from jobs import context
 from jobs.payments import dispatch_charges
+from ledger.checks import check_ledger
 from ledger.db import run_in_transaction, unit_of_work
-from ledger.tables import transfers
+from ledger.tables import archived_months, archived_totals, transfers
 from sippy_simulator.server import SimulatorHandle
 from tests.client import ApiClient
+from tests.processes import COMMAND
 from tests.scenarios import at, close, load_rates, post, sms
 
 pytestmark = pytest.mark.postgres
@@ -162,7 +167,7 @@ def test_the_command_line_dry_run_writes_nothing_and_the_run_writes_the_ready_mo
     assert list(tmp_path.iterdir()) == []
     done = runner.invoke(args=["archive", "--before", "2026-12"])
     assert done.exit_code == 0, done.output
-    assert done.output.startswith("2026-09: written and verified, ")
+    assert done.output.startswith("2026-09: archived, ")
     checked = runner.invoke(args=["archive", "verify"])
     assert (checked.exit_code, checked.output) == (0, "2026-09: ok\n")
     bad = runner.invoke(args=["archive", "--before", "2026-13"])
@@ -175,3 +180,122 @@ def test_a_month_is_parsed_strictly() -> None:
         with pytest.raises(ValueError, match="expected YYYY-MM"):
             parse_month(text)
     assert datetime(2026, 1, 1, tzinfo=UTC).month == 1
+
+
+def _archive_command(pg_url: str, root: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`smsledger archive …` as its own process on the test's database."""
+    return subprocess.Popen(
+        [COMMAND, "archive", *args],
+        env={**os.environ, "DATABASE_URL": pg_url, "ARCHIVE_DIR": str(root), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _state(sessions: sessionmaker[Session]) -> tuple[bool, int, int]:
+    """(September's partition still there, archived months, accounts with archived totals)."""
+    with unit_of_work(sessions, commit=False) as session:
+        there = session.execute(sa.text("SELECT to_regclass('transfers_p2026_09')")).scalar()
+        months = session.execute(sa.select(sa.func.count()).select_from(archived_months))
+        totals = session.execute(sa.select(sa.func.count()).select_from(archived_totals))
+        return there is not None, int(months.scalar_one()), int(totals.scalar_one())
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("point", ["written", "dropped"])
+def test_an_archive_killed_after_writing_or_while_dropping_is_finished_by_the_next_run(
+    history: sessionmaker[Session], pg_url: str, tmp_path: Path, point: str
+) -> None:
+    paused = _archive_command(
+        pg_url, tmp_path, "--before", "2026-10", SMSLEDGER_FAULT_PAUSE_ARCHIVE_AT=point
+    )
+    assert paused.stdout is not None
+    assert paused.stdout.readline().strip() == f"paused at {point}"
+    os.kill(paused.pid, signal.SIGKILL)
+    paused.wait(timeout=10)
+    paused.stdout.close()
+    # nothing half-done: the files are complete, the month is still wholly in the database
+    assert (tmp_path / "2026-09" / "manifest.json").exists()
+    assert _state(history) == (True, 0, 0)
+    again = _archive_command(pg_url, tmp_path, "--before", "2026-10")
+    output, _ = again.communicate(timeout=120)
+    assert again.returncode == 0, output
+    assert output.startswith("2026-09: archived, ")
+    assert _state(history)[:2] == (False, 1)
+    with unit_of_work(history, commit=False) as session:
+        assert check_ledger(session) == []
+    rerun = _archive_command(pg_url, tmp_path, "--before", "2026-10")
+    output, _ = rerun.communicate(timeout=120)
+    assert (rerun.returncode, output) == (0, "no month before 2026-10 is in the database\n")
+
+
+def test_after_the_drop_every_balance_check_and_statement_stays_and_earlier_is_410(
+    history: sessionmaker[Session],
+    make_api: Callable[..., ApiClient],
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    api = make_api(Config(database_url=pg_url, archive_dir=str(tmp_path)))
+    accountant, service = api.as_role("accountant"), api.as_role("service")
+    october = "2026-10-15T00:00:00Z"
+    statement = "/api/ledger/accounts/customer:42:unbilled/transfers?from=2026-10-01T00:00:00Z"
+    reads = ["/api/ledger/trial-balance", f"/api/ledger/trial-balance?as_of={october}", statement]
+    before = [accountant.get(path).json for path in reads]
+    unbilled_statement = accountant.get("/api/ledger/accounts/customer:42:unbilled/transfers")
+    done = api.app.test_cli_runner().invoke(args=["archive", "--before", "2026-10"])
+    assert done.exit_code == 0, done.output
+    assert [accountant.get(path).json for path in reads] == before
+    with unit_of_work(history, commit=False) as session:
+        assert check_ledger(session) == []
+        assert session.execute(sa.text("SELECT to_regclass('transfers_p2026_09')")).scalar() is None
+    # without `from`, a statement starts at the cut: the same as asked from it
+    assert accountant.get("/api/ledger/accounts/customer:42:unbilled/transfers").json == before[2]
+    assert unbilled_statement.status_code == 200
+    # before the cut: 410, naming the archive
+    for path in (
+        "/api/ledger/trial-balance?as_of=2026-09-15T00:00:00Z",
+        "/api/ledger/accounts/customer:42:unbilled?as_of=2026-09-15T00:00:00Z",
+        "/api/ledger/accounts/customer:42:unbilled/transfers?from=2026-09-01T00:00:00Z",
+    ):
+        refused = accountant.get(path)
+        assert refused.status_code == 410, (path, refused.json)
+        assert refused.json["error"]["code"] == "archived"
+        assert refused.json["error"]["details"]["archive"] == str(tmp_path / "2026-09")
+    # a new message dated in the archived month, and a replay of an archived one: 410, not posted
+    for event in (sms("late-1", at(2026, 9, 20)), sms("s1", SEPTEMBER)):
+        refused = service.post("/api/usage", json=event)
+        assert refused.status_code == 410, refused.json
+        assert refused.json["error"]["code"] == "archived"
+    with unit_of_work(history, commit=False) as session:
+        assert check_ledger(session) == []
+    # the partitions job leaves the archived months alone
+    run_in_transaction(history, lambda s: ensure_partitions(s, at(2026, 10, 15), back=2))
+    verify_month(None, tmp_path / "2026-09")
+
+
+def test_the_scheduled_archive_is_off_by_default_and_keeps_the_retention_months(
+    history: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from jobs.archive import archive_closed_months
+
+    assert Config.from_environ({}).archive_scheduled is False
+    with pytest.raises(ValueError, match="needs ARCHIVE_DIR"):
+        Config.from_environ({"SMS_BILLING_ARCHIVE_SCHEDULED": "true"})
+    with pytest.raises(ValueError, match="SMS_BILLING_RETENTION_MONTHS"):
+        Config.from_environ({"SMS_BILLING_RETENTION_MONTHS": "0"})
+    december = at(2026, 12, 2, 3)
+    context.configure(context.JobContext(history, lambda: december, BillingDefaults()))
+    assert archive_closed_months() == []  # off: nothing read, nothing written
+    assert list(tmp_path.iterdir()) == []
+    config = Config.from_environ(
+        {
+            "ARCHIVE_DIR": str(tmp_path),
+            "SMS_BILLING_ARCHIVE_SCHEDULED": "true",
+            "SMS_BILLING_RETENTION_MONTHS": "2",
+        }
+    )
+    context.configure(context.from_config(config, sessions=history, clock=lambda: december))
+    outcomes = archive_closed_months()  # keeps October and November
+    assert [(o.plan.month, o.archived) for o in outcomes] == [(date(2026, 9, 1), True)]
+    assert archive_closed_months() == []  # nothing left before the cut

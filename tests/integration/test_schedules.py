@@ -26,6 +26,7 @@ DELIVER = "schedule-notifications-deliver"
 THRESHOLD = "schedule-billing-threshold"
 PURGE_HOLDS = "schedule-holds-purge"
 PARTITIONS = "schedule-partitions"
+ARCHIVE = "schedule-archive"
 CLOSES = [job_id for job_id, _, _ in CRON_SCHEDULES]
 
 
@@ -53,7 +54,7 @@ def test_a_pass_registers_vanished_schedules_again_with_the_sweeps_due_at_once(
     loop = SchedulerLoop.on(redis)
     assert loop.tick() == list(SCHEDULE_IDS)
     caught_up = {
-        "billing": sorted([*CLOSES, THRESHOLD, PURGE_HOLDS, PARTITIONS]),
+        "billing": sorted([*CLOSES, THRESHOLD, PURGE_HOLDS, PARTITIONS, ARCHIVE]),
         "payments": [DISPATCH],
         "notifications": [DELIVER],
         "reconciliation": [],
