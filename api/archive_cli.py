@@ -7,7 +7,7 @@ transaction that records its totals (infra/archive_drop.py). The summary names e
 before the cut: archived, or what holds it back. Exit status 0 when every ready month was
 archived, 1 when one was not, 2 on a usage error.
 
-`SMSLEDGER_FAULT_PAUSE_ARCHIVE_AT` (infra/archive_run.py) stops it where the fault tests
+`SMSLEDGER_FAULT_PAUSE_ARCHIVE_AT` (infra/archive_runner.py) stops it where the fault tests
 kill it.
 """
 
@@ -23,7 +23,7 @@ from flask.cli import AppGroup, ScriptInfo
 
 from infra.archive_files import ArchiveError, month_dir, verify_month
 from infra.archive_plan import parse_month, plan
-from infra.archive_run import MonthOutcome, archive_months
+from infra.archive_runner import MonthOutcome, archive_months
 from infra.runtime import runtime
 from ledger.db import unit_of_work
 

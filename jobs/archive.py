@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from infra.archive_run import MonthOutcome, archive_months
+from infra.archive_runner import MonthOutcome, archive_months
 from infra.metrics import timed_job
 from jobs.context import current
 

@@ -20,7 +20,7 @@ from billing.payments.charge_runner import Gateway
 from billing.payments.charging import ChargePolicy
 from billing.payments.sippy_client import SippyClient
 from billing.settings import BillingDefaults
-from infra.archive_run import ArchivePolicy
+from infra.archive_runner import ArchivePolicy
 from infra.config import Config
 from infra.metrics import observe_sippy
 from ledger.db import make_engine, make_session_factory
