@@ -116,24 +116,13 @@ def _selections(month: date) -> dict[str, tuple[sa.Table, sa.Select[Any]]]:
             invoices,
             sa.select(invoices).where(invoices.c.id.in_(own)).order_by(invoices.c.id),
         ),
-        "invoice_lines": (
-            invoice_lines,
-            sa.select(invoice_lines)
-            .where(invoice_lines.c.invoice_id.in_(own))
-            .order_by(invoice_lines.c.id),
-        ),
-        "payment_attempts": (
-            payment_attempts,
-            sa.select(payment_attempts)
-            .where(payment_attempts.c.invoice_id.in_(own))
-            .order_by(payment_attempts.c.id),
-        ),
-        "refund_attempts": (
-            refund_attempts,
-            sa.select(refund_attempts)
-            .where(refund_attempts.c.invoice_id.in_(own))
-            .order_by(refund_attempts.c.id),
-        ),
+        **{
+            table.name: (
+                table,
+                sa.select(table).where(table.c.invoice_id.in_(own)).order_by(table.c.id),
+            )
+            for table in (invoice_lines, payment_attempts, refund_attempts)
+        },
         "reconciliation_items": (
             reconciliation_items,
             sa.select(reconciliation_items)

@@ -147,16 +147,21 @@ def _max_lag(env: Mapping[str, str]) -> float:
 MAX_HOLD_TTL_S = 7 * 24 * 3600
 
 
+def _bounded(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, unit: str
+) -> int:
+    """One integer setting from `low` to `high` (`unit` names it in the refusal)."""
+    values = _integers(env, name, (default,))
+    if len(values) != 1 or not low <= values[0] <= high:
+        raise ValueError(f"{name}={env.get(name)!r}: expected {low} to {high} {unit}")
+    return values[0]
+
+
 def _hold_ttl(env: Mapping[str, str]) -> int:
     """`SMS_BILLING_HOLD_TTL_S`: 1 s to a week (a hold that never expires would keep credit
     from a user whose send failed silently)."""
-    values = _integers(env, "SMS_BILLING_HOLD_TTL_S", (BillingDefaults.hold_ttl_seconds,))
-    if len(values) != 1 or not 1 <= values[0] <= MAX_HOLD_TTL_S:
-        raise ValueError(
-            f"SMS_BILLING_HOLD_TTL_S={env.get('SMS_BILLING_HOLD_TTL_S')!r}: expected 1 to"
-            f" {MAX_HOLD_TTL_S} seconds"
-        )
-    return values[0]
+    default = BillingDefaults.hold_ttl_seconds
+    return _bounded(env, "SMS_BILLING_HOLD_TTL_S", default, 1, MAX_HOLD_TTL_S, "seconds")
 
 
 MAX_RETENTION_MONTHS = 1200
@@ -165,13 +170,8 @@ MAX_RETENTION_MONTHS = 1200
 def _retention_months(env: Mapping[str, str]) -> int:
     """`SMS_BILLING_RETENTION_MONTHS`: 1 to 1200 (a month still being billed is never
     archived, whatever this says: infra/archive_plan.py)."""
-    values = _integers(env, "SMS_BILLING_RETENTION_MONTHS", (Config.retention_months,))
-    if len(values) != 1 or not 1 <= values[0] <= MAX_RETENTION_MONTHS:
-        raise ValueError(
-            f"SMS_BILLING_RETENTION_MONTHS={env.get('SMS_BILLING_RETENTION_MONTHS')!r}:"
-            f" expected 1 to {MAX_RETENTION_MONTHS} months"
-        )
-    return values[0]
+    default, high = Config.retention_months, MAX_RETENTION_MONTHS
+    return _bounded(env, "SMS_BILLING_RETENTION_MONTHS", default, 1, high, "months")
 
 
 def minimum_grace_s(timeout_s: float) -> int:

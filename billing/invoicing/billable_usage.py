@@ -92,7 +92,11 @@ def billable(*columns: Any) -> sa.Select[Any]:
             _usage.c.effective_at < STAGE_DUE.c.period_end,
             sa.or_(
                 ~STAGE_DUE.c.check_billed,
-                ~sa.exists().where(invoice_usage.c.transfer_id == _usage.c.id),
+                # the partition key too: one month's primary key probed, not every month's
+                ~sa.exists().where(
+                    invoice_usage.c.transfer_id == _usage.c.id,
+                    invoice_usage.c.effective_at == _usage.c.effective_at,
+                ),
             ),
             sa.or_(
                 ~STAGE_DUE.c.check_reversed,

@@ -64,7 +64,10 @@ def void_usage(
     unbilled = find_accounts(session, [unbilled_code(customer_id)])[unbilled_code(customer_id)]
     lock_balance_rows(session, [unbilled.id])
     invoice_id = session.execute(
-        sa.select(invoice_usage.c.invoice_id).where(invoice_usage.c.transfer_id == usage.id)
+        sa.select(invoice_usage.c.invoice_id).where(
+            invoice_usage.c.transfer_id == usage.id,
+            invoice_usage.c.effective_at == usage.effective_at,  # its month's partition only
+        )
     ).scalar_one_or_none()
     if invoice_id is not None:
         return _credit(session, customer_id, usage, invoice_id, now, reason)

@@ -194,6 +194,25 @@ def _create_transfer_keys() -> None:
     )
 
 
+def _transfer_indexes() -> None:
+    """`transfers`' indexes (0001's), built after a copy: one sort each."""
+    op.execute('CREATE INDEX ix_transfers_journal_id ON transfers (journal_id)')
+    for side in ('debit', 'credit'):
+        op.execute(
+            f'CREATE INDEX ix_transfers_{side}_effective ON transfers'
+            f' ({side}_account_id, effective_at) INCLUDE (amount)'
+        )
+
+
+def _account_keys() -> None:
+    """`transfers`' foreign keys to (account, currency) (0001's)."""
+    for side in ('debit', 'credit'):
+        op.execute(
+            f'ALTER TABLE transfers ADD CONSTRAINT fk_transfers_{side}_account FOREIGN KEY'
+            f' ({side}_account_id, currency) REFERENCES accounts (id, currency)'
+        )
+
+
 def upgrade() -> None:
     if op.get_context().dialect.name == 'postgresql':
         _upgrade_postgresql()
@@ -257,20 +276,8 @@ def _upgrade_postgresql() -> None:
     op.execute('DROP TABLE transfers_unpartitioned')
 
     # Indexes and keys on the parent: each partition gets its own, now and when created.
-    op.execute('CREATE INDEX ix_transfers_journal_id ON transfers (journal_id)')
-    op.execute(
-        'CREATE INDEX ix_transfers_debit_effective ON transfers'
-        ' (debit_account_id, effective_at) INCLUDE (amount)'
-    )
-    op.execute(
-        'CREATE INDEX ix_transfers_credit_effective ON transfers'
-        ' (credit_account_id, effective_at) INCLUDE (amount)'
-    )
-    for side in ('debit', 'credit'):
-        op.execute(
-            f'ALTER TABLE transfers ADD CONSTRAINT fk_transfers_{side}_account FOREIGN KEY'
-            f' ({side}_account_id, currency) REFERENCES accounts (id, currency)'
-        )
+    _transfer_indexes()
+    _account_keys()
     op.execute(
         'ALTER TABLE transfers ADD CONSTRAINT fk_transfers_key FOREIGN KEY'
         ' (kind, idempotency_key, leg, id)'
@@ -349,20 +356,8 @@ def _downgrade_postgresql() -> None:
         'ALTER TABLE transfers ADD CONSTRAINT fk_transfers_reverses_id FOREIGN KEY (reverses_id)'
         ' REFERENCES transfers (id)'
     )
-    for side in ('debit', 'credit'):
-        op.execute(
-            f'ALTER TABLE transfers ADD CONSTRAINT fk_transfers_{side}_account FOREIGN KEY'
-            f' ({side}_account_id, currency) REFERENCES accounts (id, currency)'
-        )
-    op.execute('CREATE INDEX ix_transfers_journal_id ON transfers (journal_id)')
-    op.execute(
-        'CREATE INDEX ix_transfers_debit_effective ON transfers'
-        ' (debit_account_id, effective_at) INCLUDE (amount)'
-    )
-    op.execute(
-        'CREATE INDEX ix_transfers_credit_effective ON transfers'
-        ' (credit_account_id, effective_at) INCLUDE (amount)'
-    )
+    _account_keys()
+    _transfer_indexes()
     for statement in _sibling('0001_ledger_core.py').POSTGRES_TRIGGERS[1:]:
         op.execute(statement)
 

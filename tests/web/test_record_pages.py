@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing.invoicing.stats import DailyBilling, daily_billing
 from billing.tables import customers, invoices
 from ledger.db import make_engine, make_session_factory, unit_of_work
+from tests.processes import wait_until
 from tests.scenarios import sms
 from tests.web.conftest import Site, Watched, csrf_of, sign_in, staff_client
 
@@ -366,7 +367,10 @@ def test_the_stats_tab_draws_its_plot_under_the_csp(
     page.get_by_role("heading", name="Invoices by status").wait_for()
     plot = page.get_by_role("img", name=re.compile("Line chart"))
     plot.wait_for()
-    page.wait_for_function("document.getElementById('daily-plot').complete")
+    # Polled from here: `wait_for_function` polls with a string the page's CSP refuses to eval
+    # whenever the image is not complete at the first look (a loaded machine).
+    loaded = "document.getElementById('daily-plot').complete"
+    assert wait_until(lambda: bool(page.evaluate(loaded)), 10, 0.05)
     assert page.evaluate("document.getElementById('daily-plot').naturalWidth") > 0
     page.get_by_text("Daily figures as a table").click()
     assert page.locator("#stats-daily").is_visible()
