@@ -210,6 +210,7 @@ class Load:
         self.accepted: list[str] = []
         self.post_times: list[float] = []
         self.read_times: list[float] = []
+        self.replica_samples: list[tuple[float, float | None]] = []
         self.numbers = itertools.count()
         now = datetime.now(UTC)
         self.yesterday = (now - timedelta(days=1)).replace(hour=0, minute=0, second=0)
@@ -239,6 +240,15 @@ class Load:
                 self.post_times.append(took)
                 if status in (200, 201):
                     self.accepted.extend(event["message_id"] for event in events)
+
+    def watcher(self) -> None:
+        """Every 2 s while the load runs: whether reports read the replica, and its lag."""
+        while not self.stop.wait(2.0):
+            base = self.system.bases[0]
+            serving = _metric(base, "smsledger_replica_serving_reports")
+            lag = _metric(base, "smsledger_replica_lag_seconds")
+            with self.lock:
+                self.replica_samples.append((serving or 0.0, lag))
 
     def reader(self, index: int) -> None:
         chooser = random.Random(100 + index)
@@ -271,6 +281,7 @@ def run_load(system: System, args: argparse.Namespace) -> tuple[Load, list[dict[
     load = Load(system, args.batch)
     threads = [threading.Thread(target=load.poster, args=(i,)) for i in range(args.posters)]
     threads += [threading.Thread(target=load.reader, args=(i,)) for i in range(args.readers)]
+    threads.append(threading.Thread(target=load.watcher))
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -308,6 +319,15 @@ def check(system: System, load: Load) -> tuple[list[str], Counter[str]]:
     if system.api.statuses[500]:
         problems.append(f"{system.api.statuses[500]} answers 500")
     return problems, Counter(status for _, status, _ in rows)
+
+
+def _replica_share(load: Load) -> str:
+    samples = load.replica_samples
+    on_replica = sum(1 for serving, _lag in samples if serving == 1.0)
+    lags = sorted(lag for _serving, lag in samples if lag is not None)
+    median = f"{lags[len(lags) // 2]:.2f}" if lags else "?"
+    worst = f"{lags[-1]:.2f}" if lags else "?"
+    return f"{on_replica} of {len(samples)} samples; lag median {median} s, max {worst} s"
 
 
 def _ms(values: list[float], quantile: float) -> str:
@@ -361,7 +381,8 @@ def main() -> None:
         ),
         ("invoices at the end", str(dict(by_status))),
         ("charges drained after the load", f"{'yes' if drained else 'NO'}, {drain_seconds:.0f} s"),
-        ("reports served by the replica at the end", f"{serving} (lag {lag} s)"),
+        ("reports read on the replica, sampled every 2 s of the load", _replica_share(load)),
+        ("the same at the end", f"{serving} (lag {lag} s)"),
         ("transactions pooled by pgbouncer", f"{pooled:,}"),
         ("answers by status", str(statuses)),
         ("invariants", "all hold" if not problems else "; ".join(problems[:5])),
