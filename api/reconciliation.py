@@ -18,6 +18,7 @@ from api.fields import Instant, time_text
 from api.schemas import PageQuery, page_of, paged
 from infra.runtime import now, report, runtime, transaction
 from jobs.context import sippy_client
+from ledger.archived import refuse_before_cut
 from reconciliation.errors import SippyNotConfigured
 from reconciliation.proposals import resolve
 from reconciliation.report import as_csv, as_html, present_item
@@ -240,6 +241,8 @@ def create_run() -> dict[str, Any]:
         raise ApiError(
             422, "validation_failed", "The run's fields are invalid.", fields=error.messages
         ) from None
+    # before fetching a month from Sippy: an archived range cannot be reconciled here
+    transaction(lambda s: refuse_before_cut(s, body["start"], "a reconciliation range"))
     if body["source"] == "statement":
         if raw is None:
             raise ApiError(422, "validation_failed", "source=statement needs a multipart upload.")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from ledger.tables import transfer_keys, transfers
 
@@ -59,3 +60,13 @@ def reversal_of(transfer_id: object) -> sa.Select[Any]:
     return sa.select(transfer_keys.c.idempotency_key).where(
         transfer_keys.c.reverses_id == transfer_id
     )
+
+
+def key_taken(session: Session, kind: str, key: str) -> bool:
+    """Whether a transfer was ever posted under (kind, key), archived ones included."""
+    found = session.execute(
+        sa.select(sa.literal(1))
+        .where(transfer_keys.c.kind == kind, transfer_keys.c.idempotency_key == key)
+        .limit(1)
+    )
+    return found.first() is not None

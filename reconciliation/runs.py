@@ -16,6 +16,7 @@ import uuid6
 from sqlalchemy.orm import Session
 
 from billing.paging import Page, fetch_page
+from ledger.archived import refuse_before_cut
 from ledger.money import format_micros
 from reconciliation.errors import UnknownRun
 from reconciliation.matching import match
@@ -37,7 +38,11 @@ def reconcile(
     now: datetime,
     window_seconds: int = DEFAULT_WINDOW_SECONDS,
 ) -> Any:
-    """Run a reconciliation of [start, end) against `statement`; the stored run."""
+    """Run a reconciliation of [start, end) against `statement`; the stored run.
+
+    Raises: ArchivedPeriod for a range that starts before the archive cut (its settlements
+    left the database: every Sippy payment of it would look unmatched)."""
+    refuse_before_cut(session, start, "a reconciliation range")
     run_id = uuid6.uuid7()
     session.execute(
         sa.insert(reconciliation_runs).values(

@@ -28,6 +28,7 @@ from billing.payments.charging import Call, ChargePolicy, CheckEarlier, Lookup, 
 from billing.payments.sippy_client import ChargeOutcome, Payment
 from billing.tables import invoices, payment_attempts, refund_attempts
 from billing.write_off import undo_invoice
+from ledger.archived import refuse_before_cut
 from ledger.model import Kind
 from ledger.money import Money
 from ledger.posting import reverse_transfer, select_transfers
@@ -41,12 +42,15 @@ def request_refund(session: Session, invoice: Invoice, now: datetime, who: str |
     """Ask for a refund of a paid invoice (the caller holds the invoice's row lock); whether a
     new attempt was requested (False: one is already under way).
 
-    Raises: InvalidInvoiceState when the invoice is not paid.
+    Raises: InvalidInvoiceState when the invoice is not paid; ArchivedPeriod when its period
+    starts before the archive cut (its settlement left the database: the ledger could not undo
+    what Sippy would credit).
     """
     if invoice.status != InvoiceStatus.PAID:
         raise InvalidInvoiceState(
             f"cannot refund an invoice that is {invoice.status}", status=invoice.status
         )
+    refuse_before_cut(session, invoice.period_start, "a refund of an invoice whose period starts")
     pending = session.execute(
         sa.select(sa.func.count())
         .select_from(refund_attempts)

@@ -25,10 +25,11 @@ from billing.keys import void_key
 from billing.tables import invoice_usage, usage_counters, usage_credits
 from billing.usage.holds import drop_holds, release_hold
 from ledger.accounts import find_accounts, insert_ignoring_conflicts
+from ledger.archived import refuse_before_cut
 from ledger.balances import lock_balance_rows
 from ledger.model import Kind, Transfer
 from ledger.posting import reverse_transfer, select_transfers
-from ledger.transfer_keys import keyed
+from ledger.transfer_keys import key_taken, keyed
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,12 @@ def void_usage(
     """Void the unbilled usage event `message_id`.
 
     Raises: UnknownUsage (neither posted nor held); BillingOwnedTransfer when it was billed
-    already (the message names the invoice and what to do with it).
+    already (the message names the invoice and what to do with it); ArchivedPeriod when its
+    month was archived.
     """
     found = _transfers(session, Kind.USAGE, message_id)
+    if not found and key_taken(session, Kind.USAGE.value, message_id):
+        refuse_before_cut(session, None, f"message {message_id!r}: its usage")  # archived
     if not found:
         try:
             release_hold(session, message_id, now)

@@ -267,6 +267,20 @@ def test_after_the_drop_every_balance_check_and_statement_stays_and_earlier_is_4
         refused = service.post("/api/usage", json=event)
         assert refused.status_code == 410, refused.json
         assert refused.json["error"]["code"] == "archived"
+    # nor can anything reach into the archived month: a void, a refund, a reconciliation run
+    admin = api.as_role("admin")
+    with unit_of_work(history, commit=False) as session:
+        paid = session.execute(sa.select(invoices.c.id)).scalars().first()
+    for refused in (
+        service.post("/api/usage/s1/void", json={"reason": "sent twice"}),
+        admin.post("/api/admin/sms/billing", json={"billingId": str(paid), "action": "refund"}),
+        accountant.post(
+            "/api/reconciliation/runs",
+            json={"from": "2026-09-01T00:00:00Z", "to": "2026-10-01T00:00:00Z", "source": "sippy"},
+        ),
+    ):
+        assert refused.status_code == 410, refused.json
+        assert refused.json["error"]["code"] == "archived"
     with unit_of_work(history, commit=False) as session:
         assert check_ledger(session) == []
     # the partitions job leaves the archived months alone
