@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import requires
 from api.blueprint import Blueprint
+from api.errors import ARCHIVED
 from api.fields import Instant, money_text, time_text
 from api.ledger import TransferOut, present_transfer
 from api.schemas import PageQuery, page_of, paged
@@ -208,6 +209,7 @@ def read_record(billing_id: uuid.UUID) -> dict[str, Any]:
 
 
 @blp.route("", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires("admin")
 @blp.arguments(ActionIn)
 @blp.response(200, ActionOut)

@@ -28,6 +28,15 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
+ARCHIVED = {
+    "410": {
+        "description": "`archived`: the instant, range, message or invoice is before the archive"
+        " cut (docs/archives.md); `details.archived_before` and `details.archive` say where",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+}
+"""The answer of every operation that can reach into an archived month (ledger.archived)."""
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

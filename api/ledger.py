@@ -11,7 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import requires
 from api.blueprint import Blueprint, links
-from api.errors import ApiError
+from api.errors import ARCHIVED, ApiError
 from api.fields import Instant, Money, currency_field, money_text, time_text
 from api.schemas import PageQuery, page_of
 from billing import journal
@@ -207,6 +207,7 @@ def present_balance(balance: Balance, as_of: datetime) -> dict[str, Any]:
 
 
 @blp.route("/accounts")
+@blp.doc(responses=ARCHIVED)
 @requires(*READERS)
 @blp.arguments(AccountListQuery, location="query")
 @blp.response(200, AccountPageOut)
@@ -236,6 +237,7 @@ def list_accounts(query: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/accounts/<code>")
+@blp.doc(responses=ARCHIVED)
 @requires(*READERS)
 @blp.arguments(AsOfQuery, location="query")
 @blp.response(200, AccountOut)
@@ -250,6 +252,7 @@ def get_account(query: dict[str, Any], code: str) -> dict[str, Any]:
 
 
 @blp.route("/accounts/<code>/transfers")
+@blp.doc(responses=ARCHIVED)
 @requires(*READERS)
 @blp.arguments(StatementQuery, location="query")
 @blp.response(200, StatementOut)
@@ -293,6 +296,7 @@ def account_statement(query: dict[str, Any], code: str) -> dict[str, Any]:
 
 
 @blp.route("/transfers", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires("admin")
 @blp.arguments(EntryIn)
 @blp.response(201, EntryOut)
@@ -331,6 +335,7 @@ def read_transfer(transfer_id: uuid.UUID) -> dict[str, Any]:
 
 
 @blp.route("/transfers/<uuid:transfer_id>/reverse", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires("admin")
 @blp.arguments(ReverseIn)
 @blp.response(201, EntryOut)
@@ -348,6 +353,7 @@ def reverse(body: dict[str, Any], transfer_id: uuid.UUID) -> tuple[dict[str, Any
 
 
 @blp.route("/trial-balance")
+@blp.doc(responses=ARCHIVED)
 @requires(*READERS)
 @blp.arguments(AsOfQuery, location="query")
 @blp.response(200, TrialBalanceOut)

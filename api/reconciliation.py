@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from api.auth import requires
 from api.blueprint import Blueprint, links, read_json
-from api.errors import ApiError
+from api.errors import ARCHIVED, ApiError
 from api.fields import Instant, time_text
 from api.schemas import PageQuery, page_of, paged
 from infra.runtime import now, report, runtime, transaction
@@ -169,6 +169,7 @@ def _who() -> str:
 
 
 @blp.route("/runs", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires(*READERS)
 @blp.doc(
     requestBody={

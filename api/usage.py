@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.auth import requires
 from api.blueprint import Blueprint, read_json
-from api.errors import ApiError
+from api.errors import ARCHIVED, ApiError
 from api.fields import money_text, time_text
 from api.group_commit import GroupCommitter
 from api.usage_docs import (
@@ -70,6 +70,7 @@ def present_result(result: UsageResult) -> dict[str, Any]:
 
 
 @blp.route("", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires("service")
 @blp.doc(
     requestBody=body(EVENT, BATCH),

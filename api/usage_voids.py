@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import requires
 from api.blueprint import Blueprint
+from api.errors import ARCHIVED
 from api.ledger import TransferOut, present_transfer
 from billing.usage.voiding import void_usage
 from infra.runtime import now, transaction
@@ -39,6 +40,7 @@ class VoidOut(Schema):
 
 
 @blp.route("/<path:message_id>/void", methods=["POST"])
+@blp.doc(responses=ARCHIVED)
 @requires("service", "admin")
 @blp.arguments(VoidIn, required=False)
 @blp.response(201, VoidOut)
