@@ -26,8 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from infra.archive_files import MANIFEST, ArchiveError, WrittenMonth, verify_month
-from infra.archive_plan import month_end, partitioned_months, plan
+from infra.archive_plan import partitioned_months, plan
 from infra.partitions import month_partition
+from ledger.archived import month_end
 from ledger.tables import archived_months
 
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended('smsledger-archive', 0))")

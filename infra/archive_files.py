@@ -45,7 +45,9 @@ from billing.tables import (
     payment_attempts,
     refund_attempts,
 )
-from infra.archive_plan import month_end, parse_month
+from infra.archive_plan import parse_month
+from infra.partitions import month_partition
+from ledger.archived import month_end
 from ledger.exact_json import dump_json
 from ledger.tables import accounts, transfers
 from reconciliation.tables import reconciliation_items, reconciliation_runs
@@ -268,7 +270,7 @@ def verify_month(session: Session | None, path: Path) -> WrittenMonth:
 
 def _in_database(session: Session, month: date) -> bool:
     """Whether the month's transfers partition is still there (not dropped yet)."""
-    name = f"transfers_p{month.year:04d}_{month.month:02d}"
+    name = month_partition("transfers", month)
     return bool(
         session.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"), {"n": name}).scalar()
     )

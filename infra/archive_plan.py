@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from billing.invoice import InvoiceStatus
 from billing.tables import invoice_usage, invoices
+from ledger.archived import month_end
 from ledger.tables import transfer_keys, transfers
 
 FINAL = (InvoiceStatus.PAID.value, InvoiceStatus.CANCELLED.value, InvoiceStatus.REFUNDED.value)
@@ -42,12 +43,6 @@ class MonthPlan:
     @property
     def end(self) -> datetime:
         return month_end(self.month)
-
-
-def month_end(month: date) -> datetime:
-    """The instant a month ends (the next one's first instant, UTC)."""
-    year, index = divmod(month.year * 12 + month.month, 12)
-    return datetime(year, index + 1, 1, tzinfo=UTC)
 
 
 def parse_month(text: str) -> date:

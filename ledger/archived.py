@@ -16,7 +16,8 @@ from ledger.errors import ArchivedPeriod
 from ledger.tables import archived_months, archived_totals
 
 
-def _month_end(month: date) -> datetime:
+def month_end(month: date) -> datetime:
+    """The instant a month ends (the next one's first instant, UTC)."""
     year, index = divmod(month.year * 12 + month.month, 12)
     return datetime(year, index + 1, 1, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def archive_cut(session: Session) -> tuple[datetime, str] | None:
         .order_by(archived_months.c.month.desc())
         .limit(1)
     ).first()
-    return None if row is None else (_month_end(row.month), row.path)
+    return None if row is None else (month_end(row.month), row.path)
 
 
 def refuse_before_cut(session: Session, instant: datetime | None, what: str) -> None:
